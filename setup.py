@@ -1,0 +1,98 @@
+"""Builds effattn._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc
+is found (EFFATTN_CUDA=0/1 overrides). Build with `pip install --no-build-isolation .`.
+
+Environment:
+  EFFATTN_CUDA        auto (default), 0 or 1
+  EFFATTN_CUDA_ARCHS  e.g. "90a" or "80;90a" (default: the local GPU's arch, else 90a)
+  MAX_JOBS            parallel compile jobs (ninja)
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+try:
+    import torch
+    from torch.utils import cpp_extension
+except ImportError:  # pragma: no cover - build-time message
+    sys.exit("effattn needs torch installed first; build with `pip install --no-build-isolation .`")
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "third_party"))
+from cutlass_headers import cutlass_include_dir  # noqa: E402
+
+
+def rel(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def want_cuda():
+    flag = os.environ.get("EFFATTN_CUDA", "auto").lower()
+    available = torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+    if flag in ("0", "off", "false"):
+        return False
+    if flag in ("1", "on", "true"):
+        if not available:
+            sys.exit("EFFATTN_CUDA=1 but torch has no CUDA or nvcc was not found")
+        return True
+    return available
+
+
+def cuda_arch_flags():
+    archs = os.environ.get("EFFATTN_CUDA_ARCHS")
+    if not archs:
+        if torch.cuda.is_available():
+            major, minor = torch.cuda.get_device_capability()
+            archs = f"{major}{minor}" + ("a" if major == 9 else "")
+        else:
+            archs = "90a"
+    flags = []
+    for arch in archs.replace(",", ";").split(";"):
+        arch = arch.strip().replace(".", "")
+        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
+    return flags
+
+
+# torch.utils.cpp_extension picks the C++ standard that matches the installed torch.
+cxx_flags = ["-O3"]
+include_dirs = [os.path.join(ROOT, "include")]
+sources = rel("csrc/registration.cpp") + rel("csrc/ops/*.cpp") + rel("csrc/cpu/*.cpp")
+define_macros = []
+
+if want_cuda():
+    cutlass = cutlass_include_dir()
+    if cutlass is None:
+        sys.exit("CUDA build needs the CUTLASS headers: pip install nvidia-cutlass")
+    include_dirs.append(cutlass)
+    sources += rel("csrc/ops/cuda/*.cpp") + rel("csrc/kernels/*.cu")
+    define_macros.append(("EFFATTN_WITH_CUDA", "1"))
+    extension = cpp_extension.CUDAExtension
+    extra = {
+        "cxx": cxx_flags,
+        "nvcc": ["-O3", "--expt-relaxed-constexpr", "-lineinfo"] + cuda_arch_flags(),
+    }
+else:
+    extension = cpp_extension.CppExtension
+    extra = {"cxx": cxx_flags}
+
+setup(
+    name="effattn",
+    version="0.1.0",
+    description="Efficient attention kernels for PyTorch: neighborhood, block-sparse, "
+    "estimated-sparse and lightning attention",
+    package_dir={"": "python"},
+    packages=find_packages("python"),
+    ext_modules=[
+        extension(
+            name="effattn._C",
+            sources=sources,
+            include_dirs=include_dirs,
+            define_macros=define_macros,
+            extra_compile_args=extra,
+        )
+    ],
+    cmdclass={"build_ext": cpp_extension.BuildExtension},
+    entry_points={"console_scripts": ["effattn = effattn.__main__:main"]},
+    python_requires=">=3.9",
+)
