@@ -42,7 +42,7 @@ Tensor na_composite(const Tensor& q, const Tensor& k, const Tensor& v, IntArrayR
                        .findSchemaOrThrow(name.c_str(), "")
                        .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                          IntArrayRef, IntArrayRef, IntArrayRef,
-                                                         c10::List<bool>, std::optional<double>)>();
+                                                         const c10::List<bool>&, std::optional<double>)>();
   return std::get<0>(op.call(q, k, v, kernel_size, dilation, stride, is_causal, scale));
 }
 

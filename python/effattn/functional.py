@@ -7,11 +7,15 @@ from .ops import na_forward_op, na_op
 __all__ = ["na1d", "na2d", "na3d", "neighborhood_attention"]
 
 
+# Devices this build has kernels for (read once: dynamo cannot trace the query itself).
+_KERNEL_DEVICES = frozenset(
+    device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+    if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::na1d_forward", key))
+
+
 def _check_device(q, rank):
     """A clear error where this build has no kernel for q's device (no silent fallback)."""
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(q.device.type)
-    if key is None or not torch._C._dispatch_has_kernel_for_dispatch_key(
-            f"effattn::na{rank}d_forward", key):
+    if q.device.type not in _KERNEL_DEVICES:
         raise NotImplementedError(
             f"effattn.na{rank}d: this build of effattn has no kernel for device "
             f"'{q.device.type}'; CUDA kernels need a CUDA-enabled torch and nvcc at build time")
