@@ -93,6 +93,6 @@ setup(
         )
     ],
     cmdclass={"build_ext": cpp_extension.BuildExtension},
-    entry_points={"console_scripts": ["effattn = effattn.__main__:main"]},
+    entry_points={"console_scripts": ["effattn = effattn.cli:main"]},
     python_requires=">=3.9",
 )
