@@ -17,6 +17,25 @@ TORCH_LIBRARY(effattn, m) {
     m.def((na + "_backward(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, "
                 "Tensor out, Tensor lse, " + common + ") -> (Tensor, Tensor, Tensor)").c_str());
   }
+
+  // ---- Lightning attention (DESIGN.md §7) ------------------------------------------------
+  // q, k [B, N, H, D], v [B, N, H, E], slope [H] (decay exp(-slope), slope >= 0), states
+  // [num_seqs, H, D, E] float32 (float64 for float64 inputs); with cu_seqlens (int32/int64
+  // [num_seqs + 1]) B == 1 and each packed sequence starts from its own initial state.
+  // `lightning_attn` returns (out, final_state), final_state None unless output_final_state.
+  // It carries the autograd formula itself (registered from Python): the optional second
+  // output passes opcheck and torch.compile, so no composite wrapper is needed.
+  m.def("lightning_attn(Tensor q, Tensor k, Tensor v, Tensor slope, float scale, "
+        "Tensor? initial_state, bool output_final_state, Tensor? cu_seqlens) -> (Tensor, Tensor?)");
+  // Returns (dq, dk, dv, d_initial_state, d_slope): d_initial_state is None when
+  // initial_state is None, d_slope is None unless compute_slope_grad.
+  m.def("lightning_attn_backward(Tensor grad_out, Tensor? grad_final_state, Tensor q, Tensor k, "
+        "Tensor v, Tensor slope, float scale, Tensor? initial_state, Tensor? cu_seqlens, "
+        "bool compute_slope_grad) -> (Tensor, Tensor, Tensor, Tensor?, Tensor?)");
+  // One token per sequence: q, k [B, H, D] or [B, 1, H, D], v [B, H, E] or [B, 1, H, E];
+  // state [B, H, D, E] ← exp(-slope) state + kᵀv in place; returns scale · q state.
+  m.def("lightning_decode(Tensor q, Tensor k, Tensor v, Tensor slope, Tensor(a!) state, "
+        "float scale) -> Tensor");
 }
 
 // `import effattn._C` loads this library; the static initialisers above register the ops.

@@ -88,3 +88,59 @@ def na_reference(q, k, v, kernel_size, dilation=None, stride=None, is_causal=Non
     out, lse = attention_reference(flat(q), flat(k), flat(v), mask, scale,
                                    additional_keys, additional_values)
     return out.reshape(q.shape), lse.reshape(q.shape[:-1])
+
+
+# ---- Lightning attention (DESIGN.md §7) ---------------------------------------------------
+
+def _lightning_decay(slope, dtype):
+    """λ_h = exp(-slope_h) as a [H] tensor of `dtype`."""
+    return torch.exp(-slope.to(dtype))
+
+
+def lightning_reference(q, k, v, slope, scale=1.0, initial_state=None):
+    """Lightning attention in the O(N²) explicit-mask form, for q, k [B, N, H, D], v [B, N, H, E].
+
+    o_t = scale · Σ_{s ≤ t} M_ts (q_t · k_s) v_s + scale · λ^{t+1} q_t S0 with the decay mask
+    M_ts = λ^{t-s} for s ≤ t (else 0), λ = exp(-slope_h). The final state is
+    S_N = λ^N S0 + Σ_s λ^{N-1-s} k_sᵀ v_s. Returns (o [B, N, H, E], final_state [B, H, D, E]),
+    both in the dtype of q (run it in float64). Differentiable in every argument, slope included.
+    """
+    n = q.shape[1]
+    lam = _lightning_decay(slope, q.dtype)                                      # [H]
+    t = torch.arange(n, device=q.device, dtype=q.dtype)
+    distance = t[:, None] - t[None, :]                                          # t - s
+    causal = distance >= 0
+    # λ^{t-s} on and below the diagonal, 0 above (clamped exponent keeps the masked part finite).
+    mask = torch.where(causal, lam[:, None, None] ** distance.clamp(min=0), torch.zeros((), dtype=q.dtype))
+    scores = torch.einsum("bthd,bshd->bhts", q, k) * mask                      # [B, H, N, N]
+    o = scale * torch.einsum("bhts,bshe->bthe", scores, v)
+    tail = lam[:, None] ** (n - 1 - t)                                          # λ^{N-1-s}, [H, N]
+    final = torch.einsum("hs,bshd,bshe->bhde", tail, k, v)
+    if initial_state is not None:
+        s0 = initial_state.to(q.dtype)
+        head_decay = lam[:, None] ** (t + 1)                                    # λ^{t+1}, [H, N]
+        o = o + scale * torch.einsum("ht,bthd,bhde->bthe", head_decay, q, s0)
+        final = final + (lam ** n)[None, :, None, None] * s0
+    return o, final
+
+
+def lightning_recurrence_reference(q, k, v, slope, scale=1.0, initial_state=None):
+    """Lightning attention as the token-by-token recurrence S_t = λ S_{t-1} + k_tᵀ v_t,
+    o_t = scale · q_t S_t (S_{-1} = initial_state or 0). Same arguments and results as
+    `lightning_reference`."""
+    batch, n, heads, dim_k = q.shape
+    dim_v = v.shape[-1]
+    lam = _lightning_decay(slope, q.dtype)[None, :, None, None]                 # [1, H, 1, 1]
+    if initial_state is None:
+        state = q.new_zeros(batch, heads, dim_k, dim_v)
+    else:
+        state = initial_state.to(q.dtype)
+    outputs = []
+    for t in range(n):
+        state = lam * state + torch.einsum("bhd,bhe->bhde", k[:, t], v[:, t])
+        outputs.append(scale * torch.einsum("bhd,bhde->bhe", q[:, t], state))
+    o = torch.stack(outputs, dim=1) if outputs else q.new_zeros(batch, 0, heads, dim_v)
+    return o, state
+
+
+__all__ += ["lightning_reference", "lightning_recurrence_reference"]
