@@ -150,7 +150,7 @@ const char* na_cuda_unsupported_reason(const NaParams& p, bool backward) {
 
 size_t na_backward_workspace_bytes(const NaParams& p) {
   const int64_t rows = p.batch * num_tokens(p) * p.heads;
-  return sizeof(float) * (na_dq_acc_elems(p) + static_cast<size_t>(rows)) + 256;
+  return sizeof(float) * static_cast<size_t>(rows) + 256;
 }
 
 cudaError_t na_forward(const NaParams& p, cudaStream_t stream) {

@@ -1,0 +1,240 @@
+// Launch templates of the SM80-class NA kernels. Included only by the instantiation units
+// under csrc/kernels/ (one per pass x dtype); na_api.cu dispatches to them.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "effattn/cuda/attn_bwd_sm80.cuh"
+#include "effattn/cuda/attn_fwd_sm80.cuh"
+#include "effattn/cuda/na_policy.cuh"
+#include "effattn/na_cuda.h"
+
+namespace effattn {
+namespace cuda {
+
+// Kernel configurations (one per head dim; keep instantiations few).
+template <int D>
+struct NaFwdCfg {
+#ifdef EFFATTN_FWD_WARPS
+  static constexpr int kWarps = EFFATTN_FWD_WARPS;
+#else
+  static constexpr int kWarps = D == 32 ? 4 : 8;  // query tile BM = 16 * kWarps
+#endif
+#ifdef EFFATTN_FWD_MINB
+  static constexpr int kMinBlocks = EFFATTN_FWD_MINB;
+#else
+  static constexpr int kMinBlocks = 1;
+#endif
+};
+template <int D>
+struct NaDqCfg {
+  static constexpr int kWarps = 4;  // query tile BM = 64
+  static constexpr int kMinBlocks = 1;
+};
+template <int D>
+struct NaBwdCfg {
+  static constexpr int kWarps = 4;           // key tile BN = 64
+  static constexpr int kBMb = D == 128 ? 32 : 64;  // query tile of the backward
+#ifdef EFFATTN_BWD_MINB
+  static constexpr int kMinBlocks = EFFATTN_BWD_MINB;
+#else
+  static constexpr int kMinBlocks = 1;
+#endif
+};
+
+inline NaGeom make_na_geom(const NaParams& p, const NaTileShape& ts) {
+  NaGeom g;
+  for (int a = 0; a < 3; ++a) {
+    NaAxisGeom& ax = g.ax[a];
+    if (a < p.rank) {
+      ax.length = static_cast<int32_t>(p.axes[a].length);
+      ax.kernel = static_cast<int32_t>(p.axes[a].kernel);
+      ax.dilation = static_cast<int32_t>(p.axes[a].dilation);
+      ax.stride = static_cast<int32_t>(p.axes[a].stride);
+      ax.causal = p.axes[a].causal ? 1 : 0;
+    } else {
+      ax.length = 1;
+      ax.kernel = 1;
+      ax.dilation = 1;
+      ax.stride = 1;
+      ax.causal = 0;
+    }
+    ax.max_group_len = (ax.length + ax.dilation - 1) / ax.dilation;
+    ax.q_log = ts.q_log2[a];
+    ax.k_log = ts.k_log2[a];
+    ax.q_tiles = (ax.max_group_len + (1 << ax.q_log) - 1) >> ax.q_log;
+    ax.k_tiles = (ax.max_group_len + (1 << ax.k_log) - 1) >> ax.k_log;
+  }
+  return g;
+}
+
+inline CoreStrides core_strides(const TensorStrides& s) {
+  CoreStrides c;
+  c.batch = s.batch;
+  c.head = s.head;
+  for (int a = 0; a < 3; ++a) c.token[a] = s.token[a];
+  return c;
+}
+
+// Strides with unused axes zeroed (their coordinate is always 0, but keep it clean).
+inline CoreStrides core_strides(const TensorStrides& s, int rank) {
+  CoreStrides c = core_strides(s);
+  for (int a = rank; a < 3; ++a) c.token[a] = 0;
+  return c;
+}
+
+inline TokenSpace token_space(const NaParams& p) {
+  TokenSpace ts;
+  ts.batch = p.batch;
+  for (int a = 0; a < 3; ++a) ts.len[a] = a < p.rank ? p.axes[a].length : 1;
+  ts.heads = static_cast<int32_t>(p.heads);
+  return ts;
+}
+
+inline int64_t num_tokens(const NaParams& p) {
+  int64_t n = 1;
+  for (int a = 0; a < p.rank; ++a) n *= p.axes[a].length;
+  return n;
+}
+
+// Contiguous [B, tokens, H, W] layout strides (W = 1: the delta workspace).
+inline CoreStrides contiguous_strides(const NaParams& p, int64_t w) {
+  CoreStrides c;
+  const int64_t L[3] = {p.rank > 0 ? p.axes[0].length : 1, p.rank > 1 ? p.axes[1].length : 1,
+                        p.rank > 2 ? p.axes[2].length : 1};
+  c.head = w;
+  c.token[2] = p.heads * w;
+  c.token[1] = L[2] * c.token[2];
+  c.token[0] = L[1] * c.token[1];
+  c.batch = L[0] * c.token[0];
+  return c;
+}
+
+template <typename T, int D>
+cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
+  constexpr int kWarps = NaFwdCfg<D>::kWarps;
+  using Cfg = FwdConfig<D, kWarps>;
+  const NaTileShape tiles = na_choose_tiles(p, Cfg::BM, Cfg::BN);
+  NaPolicy pol;
+  pol.geom = make_na_geom(p, tiles);
+  FwdArgs a;
+  a.q = p.q;
+  a.k = p.k;
+  a.v = p.v;
+  a.o = p.o;
+  a.lse = p.lse;
+  a.sq = core_strides(p.q_strides, p.rank);
+  a.sk = core_strides(p.k_strides, p.rank);
+  a.sv = core_strides(p.v_strides, p.rank);
+  a.so = core_strides(p.o_strides, p.rank);
+  a.slse = core_strides(p.lse_strides, p.rank);
+  a.heads = static_cast<int32_t>(p.heads);
+  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  auto kernel = attn_fwd_kernel<T, D, kWarps, NaFwdCfg<D>::kMinBlocks, NaPolicy>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(pol.num_q_tiles()), static_cast<unsigned>(p.heads),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
+  const TokenSpace ts = token_space(p);
+  const int64_t rows = p.batch * num_tokens(p) * p.heads;
+  float* delta = static_cast<float*>(p.workspace);
+  const CoreStrides sdelta = contiguous_strides(p, 1);
+  cudaError_t err;
+  {
+    const int64_t blocks = (rows + 7) / 8;
+    attn_bwd_delta_kernel<T, D><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+        p.o, core_strides(p.o_strides, p.rank), p.dout, core_strides(p.do_strides, p.rank),
+        p.dlse, core_strides(p.dlse_strides, p.rank), delta, sdelta, ts);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  // dK, dV: key-tile major.
+  {
+    constexpr int kWarps = NaBwdCfg<D>::kWarps;
+    constexpr int kBMb = NaBwdCfg<D>::kBMb;
+    using Cfg = BwdConfig<D, kWarps, kBMb>;
+    NaPolicy pol;
+    pol.geom = make_na_geom(p, na_choose_tiles(p, kBMb, Cfg::BN));
+    BwdArgs a;
+    a.q = p.q;
+    a.k = p.k;
+    a.v = p.v;
+    a.dout = p.dout;
+    a.lse = p.lse;
+    a.delta = delta;
+    a.dk = p.dk;
+    a.dv = p.dv;
+    a.sq = core_strides(p.q_strides, p.rank);
+    a.sk = core_strides(p.k_strides, p.rank);
+    a.sv = core_strides(p.v_strides, p.rank);
+    a.sdo = core_strides(p.do_strides, p.rank);
+    a.slse = core_strides(p.lse_strides, p.rank);
+    a.sdelta = sdelta;
+    a.sdk = core_strides(p.dk_strides, p.rank);
+    a.sdv = core_strides(p.dv_strides, p.rank);
+    a.heads = static_cast<int32_t>(p.heads);
+    a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+    a.scale = p.scale;
+    a.scale_log2 = p.scale * 1.4426950408889634f;
+    auto kernel = attn_bwd_kv_kernel<T, D, kWarps, kBMb, NaBwdCfg<D>::kMinBlocks, NaPolicy>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const dim3 grid(static_cast<unsigned>(pol.num_k_tiles()), static_cast<unsigned>(p.kv_heads),
+                    static_cast<unsigned>(p.batch));
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  // dQ: query-tile major.
+  {
+    constexpr int kWarps = NaDqCfg<D>::kWarps;
+    using Cfg = DqConfig<D, kWarps>;
+    NaPolicy pol;
+    pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::BM, Cfg::BN));
+    DqArgs a;
+    a.q = p.q;
+    a.k = p.k;
+    a.v = p.v;
+    a.dout = p.dout;
+    a.lse = p.lse;
+    a.delta = delta;
+    a.dq = p.dq;
+    a.sq = core_strides(p.q_strides, p.rank);
+    a.sk = core_strides(p.k_strides, p.rank);
+    a.sv = core_strides(p.v_strides, p.rank);
+    a.sdo = core_strides(p.do_strides, p.rank);
+    a.slse = core_strides(p.lse_strides, p.rank);
+    a.sdelta = sdelta;
+    a.sdq = core_strides(p.dq_strides, p.rank);
+    a.heads = static_cast<int32_t>(p.heads);
+    a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+    a.scale = p.scale;
+    a.scale_log2 = p.scale * 1.4426950408889634f;
+    auto kernel = attn_bwd_dq_kernel<T, D, kWarps, NaDqCfg<D>::kMinBlocks, NaPolicy>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const dim3 grid(static_cast<unsigned>(pol.num_q_tiles()), static_cast<unsigned>(p.heads),
+                    static_cast<unsigned>(p.batch));
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+    err = cudaGetLastError();
+  }
+  return err;
+}
+
+// Explicit instantiations live in csrc/kernels/na_{fwd,bwd}_{f16,bf16}.cu.
+#define EFFATTN_NA_DECLARE(T, D)                                                       \
+  extern template cudaError_t launch_na_forward<T, D>(const NaParams&, cudaStream_t); \
+  extern template cudaError_t launch_na_backward<T, D>(const NaParams&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace effattn

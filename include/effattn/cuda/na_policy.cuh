@@ -1,0 +1,366 @@
+// Tile policies for the attention core (DESIGN.md §1).
+//
+// A policy tells the core, for one (batch, head):
+//   forward  (query-tile major): setup_q_tile(linear) -> QTile; num_k(QTile); k_tile(QTile, i)
+//   backward (key-tile major):   setup_k_tile(linear) -> KTile + QRange; q_tile(QRange, i)
+//   both:    needs_mask(QTile, KTile)   -- false: every (query, key) pair of the tiles is
+//                                          allowed and in bounds, skip element masks
+//            row_info(QTile, r) / col_info(KTile, c) + allowed(RowInfo, ColInfo)
+//                                       -- the element predicate on partial tiles
+//            q_coord(QTile, r, c[3]) / k_coord(KTile, c, c[3])
+//                                       -- token coordinates of tile row r / column c
+//                                          (false: padding row, zero-fill, never written)
+// The core computes memory offsets as sum_a coord[a] * stride_token[a], so a 1D policy
+// (block list, dense, causal) just fills coord[0] and leaves the others 0.
+//
+// NaPolicy: neighborhood attention of rank 1..3, always evaluated on 3 axes (unused axes
+// have length 1, kernel 1, dilation 1, stride 1 and tile extent 1). A query tile is a box of
+// 2^q_log[0] x 2^q_log[1] x 2^q_log[2] tokens of one dilation group, in group-local
+// coordinates; key tiles likewise with k_log. Tile row r is the row-major linearisation of
+// the box offsets (last axis fastest).
+#pragma once
+
+#include <cstdint>
+
+#include "effattn/window.h"
+
+namespace effattn {
+namespace cuda {
+
+struct NaAxisGeom {
+  int32_t length;
+  int32_t kernel;
+  int32_t dilation;
+  int32_t stride;
+  int32_t causal;
+  int32_t max_group_len;  // ceil(length / dilation)
+  int32_t q_log;          // log2 of the query-tile extent on this axis
+  int32_t k_log;          // log2 of the key-tile extent on this axis
+  int32_t q_tiles;        // query tiles per dilation group: ceil(max_group_len / 2^q_log)
+  int32_t k_tiles;        // key tiles per dilation group
+};
+
+struct NaGeom {
+  NaAxisGeom ax[3];
+};
+
+struct NaPolicy {
+  NaGeom geom;
+
+  struct QTile {
+    int32_t group[3];
+    int32_t base[3];        // group-local coordinate of the tile's first row
+    int32_t hi[3];          // one past the last valid group-local query coordinate
+    int32_t k_lo[3];        // first key tile (group-local tile index) to visit
+    int32_t k_n[3];         // number of key tiles per axis
+    int32_t start_last[3];  // window start of the last valid query
+    int32_t end_first[3];   // window end of the first valid query
+    int32_t num_k;          // product of k_n
+  };
+  struct KTile {
+    int32_t group[3];
+    int32_t tile[3];  // group-local key tile index
+  };
+  struct QRange {  // query tiles touching a key tile (backward)
+    int32_t group[3];
+    int32_t lo[3];
+    int32_t n[3];
+    int32_t count;
+  };
+  struct RowInfo {
+    int32_t start[3];
+    int32_t end[3];
+  };
+  struct ColInfo {
+    int32_t local[3];
+  };
+
+  __host__ __device__ __forceinline__ static int32_t group_len(const NaAxisGeom& a, int32_t g) {
+    return (a.length - g + a.dilation - 1) / a.dilation;
+  }
+
+  // Group-local window [s, e) of the query at group-local coordinate `local` of group g.
+  __host__ __device__ __forceinline__ static void window(const NaAxisGeom& a, int32_t g,
+                                                         int32_t local, int32_t& s,
+                                                         int32_t& e) {
+    AxisParams p;
+    p.length = a.length;
+    p.kernel = a.kernel;
+    p.dilation = a.dilation;
+    p.stride = a.stride;
+    p.causal = a.causal != 0;
+    const AxisWindow w = axis_window(p, static_cast<int64_t>(g) + static_cast<int64_t>(local) * a.dilation);
+    s = static_cast<int32_t>(w.start);
+    e = static_cast<int32_t>(w.end);
+  }
+
+  __host__ __device__ __forceinline__ int64_t num_q_tiles() const {
+    int64_t n = 1;
+    for (int a = 0; a < 3; ++a) n *= static_cast<int64_t>(geom.ax[a].dilation) * geom.ax[a].q_tiles;
+    return n;
+  }
+  __host__ __device__ __forceinline__ int64_t num_k_tiles() const {
+    int64_t n = 1;
+    for (int a = 0; a < 3; ++a) n *= static_cast<int64_t>(geom.ax[a].dilation) * geom.ax[a].k_tiles;
+    return n;
+  }
+
+  // Query tile from group + group-local tile index per axis. False if it has no valid row.
+  __device__ __forceinline__ bool setup_q_tile(const int32_t (&g)[3], const int32_t (&t)[3],
+                                               QTile& qt) const {
+    bool any = true;
+    int32_t num = 1;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const NaAxisGeom& ax = geom.ax[a];
+      const int32_t len = group_len(ax, g[a]);
+      qt.group[a] = g[a];
+      qt.base[a] = t[a] << ax.q_log;
+      int32_t hi = qt.base[a] + (1 << ax.q_log);
+      hi = hi < len ? hi : len;
+      qt.hi[a] = hi;
+      if (hi <= qt.base[a]) {
+        any = false;
+        qt.k_lo[a] = 0;
+        qt.k_n[a] = 0;
+        qt.start_last[a] = 0;
+        qt.end_first[a] = 0;
+        num = 0;
+        continue;
+      }
+      int32_t s_first, e_first, s_last, e_last;
+      window(ax, g[a], qt.base[a], s_first, e_first);
+      window(ax, g[a], hi - 1, s_last, e_last);
+      qt.start_last[a] = s_last;
+      qt.end_first[a] = e_first;
+      qt.k_lo[a] = s_first >> ax.k_log;
+      qt.k_n[a] = ((e_last - 1) >> ax.k_log) - qt.k_lo[a] + 1;
+      num *= qt.k_n[a];
+    }
+    qt.num_k = num;
+    return any;
+  }
+
+  __device__ __forceinline__ bool setup_q_tile(int64_t linear, QTile& qt) const {
+    int32_t g[3], t[3];
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+      const NaAxisGeom& ax = geom.ax[a];
+      const int64_t n = static_cast<int64_t>(ax.dilation) * ax.q_tiles;
+      const int32_t idx = static_cast<int32_t>(linear % n);
+      linear /= n;
+      g[a] = idx / ax.q_tiles;
+      t[a] = idx % ax.q_tiles;
+    }
+    return setup_q_tile(g, t, qt);
+  }
+
+  __device__ __forceinline__ int num_k(const QTile& qt) const { return qt.num_k; }
+
+  __device__ __forceinline__ KTile k_tile(const QTile& qt, int i) const {
+    KTile kt;
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+      kt.group[a] = qt.group[a];
+      kt.tile[a] = qt.k_lo[a] + i % qt.k_n[a];
+      i /= qt.k_n[a];
+    }
+    return kt;
+  }
+
+  // Key tile fully inside every query's window on every axis -> no element mask needed.
+  // (Window ends never pass the group length, so such a tile is also fully in bounds.
+  // Padding query rows are not considered: their results are discarded.)
+  __device__ __forceinline__ bool needs_mask(const QTile& qt, const KTile& kt) const {
+    bool full = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int32_t lo = kt.tile[a] << geom.ax[a].k_log;
+      const int32_t hi = lo + (1 << geom.ax[a].k_log);
+      full = full && lo >= qt.start_last[a] && hi <= qt.end_first[a];
+    }
+    return !full;
+  }
+
+  __device__ __forceinline__ void q_offsets(int r, int32_t (&off)[3]) const {
+    off[2] = r & ((1 << geom.ax[2].q_log) - 1);
+    off[1] = (r >> geom.ax[2].q_log) & ((1 << geom.ax[1].q_log) - 1);
+    off[0] = r >> (geom.ax[2].q_log + geom.ax[1].q_log);
+  }
+  __device__ __forceinline__ void k_offsets(int c, int32_t (&off)[3]) const {
+    off[2] = c & ((1 << geom.ax[2].k_log) - 1);
+    off[1] = (c >> geom.ax[2].k_log) & ((1 << geom.ax[1].k_log) - 1);
+    off[0] = c >> (geom.ax[2].k_log + geom.ax[1].k_log);
+  }
+
+  // Window of tile row r; padding rows get an empty window.
+  __device__ __forceinline__ RowInfo row_info(const QTile& qt, int r) const {
+    int32_t off[3];
+    q_offsets(r, off);
+    RowInfo ri;
+    bool valid = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) valid = valid && (qt.base[a] + off[a] < qt.hi[a]);
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      if (valid) {
+        window(geom.ax[a], qt.group[a], qt.base[a] + off[a], ri.start[a], ri.end[a]);
+      } else {
+        ri.start[a] = 0;
+        ri.end[a] = 0;
+      }
+    }
+    return ri;
+  }
+
+  __device__ __forceinline__ ColInfo col_info(const KTile& kt, int c) const {
+    int32_t off[3];
+    k_offsets(c, off);
+    ColInfo ci;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) ci.local[a] = (kt.tile[a] << geom.ax[a].k_log) + off[a];
+    return ci;
+  }
+
+  // Window ends never exceed the group length, so out-of-bounds keys are rejected too.
+  __device__ __forceinline__ static bool allowed(const RowInfo& ri, const ColInfo& ci) {
+    bool ok = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) ok = ok && ci.local[a] >= ri.start[a] && ci.local[a] < ri.end[a];
+    return ok;
+  }
+
+  // Bit c set iff allowed(ri, col_info(kt, c)), for key tiles of exactly 64 tokens
+  // (k_log summing to 6). Built from per-axis ranges: the key tile is a box whose column
+  // index is the row-major linearisation of the per-axis offsets, so the allowed set is the
+  // AND of three "field in range" masks.
+  __device__ __forceinline__ static uint64_t ones(int n) {
+    return n >= 64 ? ~0ull : ((1ull << n) - 1ull);
+  }
+  __device__ __forceinline__ uint64_t row_mask64(const RowInfo& ri, const KTile& kt) const {
+    int rs[3], re[3];
+    bool empty = false;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int ext = 1 << geom.ax[a].k_log;
+      const int base = kt.tile[a] << geom.ax[a].k_log;
+      int lo = ri.start[a] - base, hi = ri.end[a] - base;
+      lo = lo < 0 ? 0 : (lo > ext ? ext : lo);
+      hi = hi < 0 ? 0 : (hi > ext ? ext : hi);
+      rs[a] = lo;
+      re[a] = hi;
+      empty = empty || hi <= lo;
+    }
+    if (empty) return 0ull;
+    const int l2 = geom.ax[2].k_log;
+    const int l12 = geom.ax[1].k_log + l2;
+    const uint64_t f2 = ones(re[2]) - ones(rs[2]);
+    const uint64_t rep2 = f2 * (~0ull / ones(1 << l2));
+    const uint64_t f1 = ones(re[1] << l2) - ones(rs[1] << l2);
+    const uint64_t rep1 = f1 * (~0ull / ones(1 << l12));
+    const uint64_t f0 = ones(re[0] << l12) - ones(rs[0] << l12);
+    return rep2 & rep1 & f0;
+  }
+
+  // Global token coordinates of query-tile row r; false for padding rows.
+  __device__ __forceinline__ bool q_coord(const QTile& qt, int r, int64_t (&c)[3]) const {
+    int32_t off[3];
+    q_offsets(r, off);
+    bool valid = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const int32_t local = qt.base[a] + off[a];
+      valid = valid && local < qt.hi[a];
+      c[a] = qt.group[a] + static_cast<int64_t>(local) * geom.ax[a].dilation;
+    }
+    return valid;
+  }
+
+  __device__ __forceinline__ bool k_coord(const KTile& kt, int col, int64_t (&c)[3]) const {
+    int32_t off[3];
+    k_offsets(col, off);
+    bool valid = true;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
+      const NaAxisGeom& ax = geom.ax[a];
+      const int32_t local = (kt.tile[a] << ax.k_log) + off[a];
+      valid = valid && local < group_len(ax, kt.group[a]);
+      c[a] = kt.group[a] + static_cast<int64_t>(local) * ax.dilation;
+    }
+    return valid;
+  }
+
+  // ---- backward: key-tile major -------------------------------------------------------
+
+  // Key tile from its linear index plus the query tiles whose windows touch it.
+  // Returns false if the key tile holds no valid key (nothing to compute or write).
+  __device__ __forceinline__ bool setup_k_tile(int64_t linear, KTile& kt, QRange& qr) const {
+    bool any = true;
+    int32_t count = 1;
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+      const NaAxisGeom& ax = geom.ax[a];
+      const int64_t n = static_cast<int64_t>(ax.dilation) * ax.k_tiles;
+      const int32_t idx = static_cast<int32_t>(linear % n);
+      linear /= n;
+      const int32_t g = idx / ax.k_tiles;
+      kt.group[a] = g;
+      kt.tile[a] = idx % ax.k_tiles;
+      qr.group[a] = g;
+      const int32_t len = group_len(ax, g);
+      const int32_t klo = kt.tile[a] << ax.k_log;
+      int32_t khi = klo + (1 << ax.k_log);
+      khi = khi < len ? khi : len;
+      if (khi <= klo) {
+        any = false;
+        qr.lo[a] = 0;
+        qr.n[a] = 0;
+        count = 0;
+        continue;
+      }
+      // First query q with end(q) > klo (end is nondecreasing in q).
+      int32_t lo = 0, hi = len;  // answer in [lo, hi]
+      while (lo < hi) {
+        const int32_t mid = (lo + hi) >> 1;
+        int32_t s, e;
+        window(ax, g, mid, s, e);
+        if (e > klo) hi = mid; else lo = mid + 1;
+      }
+      const int32_t q_first = lo;
+      // First query q with start(q) >= khi (start is nondecreasing in q); last = that - 1.
+      lo = 0;
+      hi = len;
+      while (lo < hi) {
+        const int32_t mid = (lo + hi) >> 1;
+        int32_t s, e;
+        window(ax, g, mid, s, e);
+        if (s >= khi) hi = mid; else lo = mid + 1;
+      }
+      const int32_t q_last = lo - 1;
+      if (q_first > q_last) {
+        qr.lo[a] = 0;
+        qr.n[a] = 0;
+        count = 0;
+        continue;
+      }
+      qr.lo[a] = q_first >> ax.q_log;
+      qr.n[a] = (q_last >> ax.q_log) - qr.lo[a] + 1;
+      count *= qr.n[a];
+    }
+    qr.count = count;
+    return any;
+  }
+
+  __device__ __forceinline__ bool q_tile(const QRange& qr, int i, QTile& qt) const {
+    int32_t t[3];
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+      t[a] = qr.lo[a] + i % qr.n[a];
+      i /= qr.n[a];
+    }
+    return setup_q_tile(qr.group, t, qt);
+  }
+};
+
+}  // namespace cuda
+}  // namespace effattn
