@@ -75,6 +75,23 @@ else:
     extension = cpp_extension.CppExtension
     extra = {"cxx": cxx_flags}
 
+def write_build_info(with_cuda):
+    """python/effattn/_build_info.py: what this build compiled, for `python -m effattn info`."""
+    info = {
+        "cuda": with_cuda,
+        "cuda_archs": os.environ.get("EFFATTN_CUDA_ARCHS", "auto") if with_cuda else None,
+        "cuda_na_dtypes": ["float16", "bfloat16"] if with_cuda else [],
+        "cuda_na_head_dims": [32, 64, 128] if with_cuda else [],
+        "cpu_dtypes": ["float32", "float64", "float16 (in fp32)", "bfloat16 (in fp32)"],
+        "built_with_torch": torch.__version__,
+    }
+    with open(os.path.join(ROOT, "python", "effattn", "_build_info.py"), "w") as fh:
+        fh.write('"""Written by setup.py at build time."""\n')
+        fh.write(f"BUILD_INFO = {info!r}\n")
+
+
+write_build_info(extension is cpp_extension.CUDAExtension)
+
 setup(
     name="effattn",
     version="0.1.0",

@@ -3,6 +3,7 @@
 # self-test, in parallel), run the self-test, the CUDA pytest suite and the NA benchmark,
 # and print a short summary last. Logs go to $OUT (default build/device_out).
 #   bash scripts/device_run.sh [stages...]   stages: selftest pytest sanitize bench (default all but sanitize)
+#   BENCH_SUITES=na,lightning picks the `python -m effattn bench` suites.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/device_out}
@@ -38,9 +39,9 @@ for stage in $STAGES; do
       timeout 300 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2D}" > "$OUT/memcheck.log" 2>&1; rc=$?
       note "memcheck rc=$rc: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)" ;;
     bench)
-      timeout 400 python3 benchmarks/bench_na_cuda.py --out "$OUT" > "$OUT/bench.log" 2>&1; rc=$?
+      timeout 420 python3 -m effattn bench --only "${BENCH_SUITES:-na}" --out "$OUT" > "$OUT/bench.log" 2>&1; rc=$?
       note "bench rc=$rc"
-      cat "$OUT/bench_na_cuda.md" 2>/dev/null || tail -20 "$OUT/bench.log" ;;
+      cat "$OUT/bench.md" 2>/dev/null || tail -20 "$OUT/bench.log" ;;
   esac
 done
 echo; echo "== summary"; printf '%s\n' "${summary[@]}"

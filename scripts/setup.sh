@@ -19,5 +19,5 @@ fi
 if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q torch==2.13.0
 fi
-$PY -m pip install -q ninja pytest numpy wheel "setuptools>=64"
+$PY -m pip install -q ninja pytest numpy matplotlib wheel "setuptools>=64"
 MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation .

@@ -1,0 +1,68 @@
+"""Runs the suites' cases, prints the table and returns JSON-ready rows."""
+import datetime
+import subprocess
+
+import torch
+
+from . import lightning, na
+from .progress import Progress
+from .timing import tflops, time_impl
+
+SUITES = {"na": na, "lightning": lightning}
+
+
+def run_suites(names, device, dtype, quick):
+    cases = [case for name in names for case in SUITES[name].make_cases(device, dtype, quick)]
+    progress = Progress(sum(len(c.impls) for c in cases), label=f"bench ({device})")
+    rows = []
+    for case in cases:
+        for impl in case.impls:
+            result = time_impl(impl, device, quick)
+            progress.step(f"{case.problem} {impl.name}")
+            row = {"suite": case.suite, "problem": case.problem, "impl": impl.name, **case.x}
+            if "error" in result:
+                row["error"] = result["error"]
+            else:
+                row.update(fwd_ms=result["fwd"], bwd_ms=result["bwd"],
+                           fwd_tflops=tflops(case.flops_fwd, result["fwd"]),
+                           bwd_tflops=tflops(case.flops_fwd * case.bwd_factor, result["bwd"]))
+            rows.append(row)
+    return rows
+
+
+def metadata(device, dtype):
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def format_table(rows):
+    """Markdown table: one line per (problem, implementation); effattn's speed-up over each
+    peer (peer time / effattn time) in the last columns."""
+    ours = {(r["suite"], r["problem"]): r for r in rows if r["impl"] == "effattn" and "error" not in r}
+    lines = ["| problem | implementation | fwd ms | fwd TF/s | bwd ms | bwd TF/s | effattn speed-up fwd / bwd |",
+             "|---|---|---|---|---|---|---|"]
+    fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) and v == v else "–"  # noqa: E731
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['problem']} | {r['impl']} | error: {r['error'][:70]} | | | | |")
+            continue
+        mine = ours.get((r["suite"], r["problem"]))
+        speedup = "–"
+        if mine and r["impl"] != "effattn":
+            parts = [fmt(r[key] / mine[key], ".2f") + "x" if r.get(key) and mine.get(key) else "–"
+                     for key in ("fwd_ms", "bwd_ms")]
+            speedup = " / ".join(parts)
+        lines.append(f"| {r['problem']} | {r['impl']} | {fmt(r['fwd_ms'], '.3f')} | {fmt(r['fwd_tflops'], '.3g')} | "
+                     f"{fmt(r['bwd_ms'], '.3f')} | {fmt(r['bwd_tflops'], '.3g')} | {speedup} |")
+    return "\n".join(lines)
