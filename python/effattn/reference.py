@@ -144,3 +144,161 @@ def lightning_recurrence_reference(q, k, v, slope, scale=1.0, initial_state=None
 
 
 __all__ += ["lightning_reference", "lightning_recurrence_reference"]
+
+
+# ---- Block-sparse attention (DESIGN.md §5) ------------------------------------------------
+
+def block_sparse_element_mask(block_mask, seq_len_q, seq_len_k, block_size, is_causal=False):
+    """Expands a bool block mask `[..., Mq, Mk]` to the element mask `[..., Nq, Nk]`.
+
+    Query i attends to key j iff block_mask[..., i // block_q, j // block_k], and with
+    `is_causal` also j <= i + (Nk - Nq) (bottom-right aligned; top-left when Nq == Nk).
+    Blocks past the sequence (ragged tails) are cut off.
+    """
+    block_q, block_k = block_size
+    mask = block_mask.repeat_interleave(block_q, dim=-2).repeat_interleave(block_k, dim=-1)
+    mask = mask[..., :seq_len_q, :seq_len_k]
+    if mask.shape[-2] != seq_len_q or mask.shape[-1] != seq_len_k:
+        raise ValueError(f"block_mask {tuple(block_mask.shape)} with blocks {block_size} does not "
+                         f"cover Nq = {seq_len_q}, Nk = {seq_len_k}")
+    if is_causal:
+        i = torch.arange(seq_len_q, device=mask.device)[:, None]
+        j = torch.arange(seq_len_k, device=mask.device)[None, :]
+        mask = mask & (j <= i + (seq_len_k - seq_len_q))
+    return mask
+
+
+def _block_sparse_dense(q, k, v, block_mask, block_size, is_causal, scale):
+    """One dense batch; block_mask is bool [B|1, H|1, Mq, Mk]. Returns (out, lse)."""
+    batch, seq_len_q, heads, _ = q.shape
+    seq_len_k, kv_heads = k.shape[1], k.shape[2]
+    group = heads // kv_heads
+    mask = block_sparse_element_mask(block_mask.to(q.device), seq_len_q, seq_len_k, block_size,
+                                     is_causal)
+    outs, lses = [], []
+    for b in range(batch):
+        out_b, lse_b = [], []
+        for h in range(heads):
+            m = mask[b if mask.shape[0] > 1 else 0, h if mask.shape[1] > 1 else 0]   # [Nq, Nk]
+            # Rows with no live key: run them unmasked, then replace by out 0 / lse -inf with
+            # torch.where, so neither values nor gradients pick up NaN.
+            empty = ~m.any(dim=-1)                                                     # [Nq]
+            safe = m | empty[:, None]
+            kh = h // group
+            o, l = attention_reference(q[b:b + 1, :, h:h + 1], k[b:b + 1, :, kh:kh + 1],
+                                       v[b:b + 1, :, kh:kh + 1], safe, scale)
+            o = torch.where(empty[None, :, None, None], torch.zeros((), dtype=o.dtype, device=o.device), o)
+            l = torch.where(empty[None, :, None], torch.full((), float("-inf"), dtype=l.dtype, device=l.device), l)
+            out_b.append(o)
+            lse_b.append(l)
+        outs.append(torch.cat(out_b, dim=2))
+        lses.append(torch.cat(lse_b, dim=2))
+    return torch.cat(outs, dim=0), torch.cat(lses, dim=0)
+
+
+def block_sparse_reference(q, k, v, block_mask=None, kv_num_blocks=None, kv_indices=None,
+                           block_size=(128, 128), is_causal=False, scale=None,
+                           cu_seqlens_q=None, cu_seqlens_k=None):
+    """Block-sparse attention with an explicit element mask; returns (out [B, Nq, H, D],
+    lse [B, Nq, H]) in q's dtype (run it in float64).
+
+    The allowed (query block, key block) pairs come from `block_mask` (bool
+    [B|1, H|1, Mq, Mk]) or from the FlexAttention-style maps `kv_num_blocks` [B|1, H|1, Mq]
+    and `kv_indices` [B|1, H|1, Mq, max_blocks]. Query i attends key j iff its pair is
+    allowed, j < Nk, and with `is_causal` j <= i + (Nk - Nq). Queries with no key get out 0
+    and lse -inf. With `cu_seqlens_q/k` (B == 1) each packed sequence s is computed alone
+    with block mask row s (or row 0 when the mask broadcasts), blocks local to the sequence.
+    """
+    block_size = (block_size, block_size) if isinstance(block_size, int) else tuple(block_size)
+    if block_mask is None:
+        if cu_seqlens_k is None:
+            num_k_blocks = -(-k.shape[1] // block_size[1])
+        else:
+            lengths = (cu_seqlens_k[1:] - cu_seqlens_k[:-1]).tolist()
+            num_k_blocks = -(-max(lengths + [0]) // block_size[1])
+        live = torch.arange(kv_indices.shape[-1], device=kv_indices.device) < kv_num_blocks[..., None].long()
+        block_mask = torch.zeros(*kv_num_blocks.shape, num_k_blocks + 1, dtype=torch.bool,
+                                 device=kv_indices.device)
+        target = torch.where(live, kv_indices.long(), torch.full_like(kv_indices, num_k_blocks).long())
+        block_mask.scatter_(-1, target, True)
+        block_mask = block_mask[..., :num_k_blocks]
+    if cu_seqlens_q is None:
+        return _block_sparse_dense(q, k, v, block_mask, block_size, is_causal, scale)
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    outs, lses = [], []
+    for s in range(len(cq) - 1):
+        bm = block_mask[s:s + 1] if block_mask.shape[0] > 1 else block_mask
+        mq = -(-(cq[s + 1] - cq[s]) // block_size[0])
+        mk = -(-(ck[s + 1] - ck[s]) // block_size[1])
+        o, l = _block_sparse_dense(q[:, cq[s]:cq[s + 1]], k[:, ck[s]:ck[s + 1]], v[:, ck[s]:ck[s + 1]],
+                                   bm[..., :mq, :mk], block_size, is_causal, scale)
+        outs.append(o)
+        lses.append(l)
+    return torch.cat(outs, dim=1), torch.cat(lses, dim=1)
+
+
+__all__ += ["block_sparse_reference", "block_sparse_element_mask"]
+
+
+# ---- Quantized QK estimation (DESIGN.md §6) ------------------------------------------------
+
+def smooth_quantize_reference(x, quant_block=1, bits=8):
+    """x [B, N, H, D] → (int8 (x − mean), fp32 scale [B, ceil(N / quant_block), H], fp32 mean
+    [B, H, D]): per-head mean over the sequence removed, then symmetric quantization with
+    scale = amax / (2^(bits−1) − 1) over each block of `quant_block` tokens."""
+    qmax = 2 ** (bits - 1) - 1
+    batch, n, heads, dim = x.shape
+    blocks = math.ceil(n / quant_block)
+    mean = x.float().mean(1)
+    centered = x.float() - mean.unsqueeze(1)
+    padded = torch.nn.functional.pad(centered.abs(), (0, 0, 0, 0, 0, blocks * quant_block - n))
+    scale = (padded.view(batch, blocks, quant_block, heads, dim).amax((2, 4)) / qmax).clamp_min(1e-12)
+    per_token = scale.repeat_interleave(quant_block, 1)[:, :n, :, None]
+    return torch.round(centered / per_token).clamp(-qmax, qmax).to(torch.int8), scale, mean
+
+
+def estimation_regions(n, block_k, sink_tokens, local_tokens, is_causal):
+    """([N, N] visible, [N, N] always-kept): causal visibility and the always-kept region
+    (sink keys, local window, the query's diagonal key block) of a prefill of N tokens."""
+    i = torch.arange(n)[:, None]
+    c = torch.arange(n)[None, :]
+    visible = c <= i if is_causal else torch.ones(n, n, dtype=torch.bool)
+    distance = i - c if is_causal else (i - c).abs()
+    always = (c < sink_tokens) | (distance < local_tokens) | (c // block_k == i // block_k)
+    return visible, visible & always
+
+
+def estimate_block_mask_reference(q, k, quantized_q, quantized_k, log_threshold, block_size,
+                                  quant_block=1, sink_tokens=0, local_tokens=0, is_causal=True,
+                                  scale=None):
+    """Dense bool block map [B, H, Mq, Mk] from the given quantized values (the outputs of
+    `smooth_quantize_reference` for q and k), plus the margin [B, H, N, N] of every estimated
+    entry over its threshold (ties are entries with margin ≈ 0).
+
+    Estimated score: S̃ = scale · (deq(q̃)·deq(k̃) + μq·(k − μk) + q·μk), the exact score up
+    to quantization; kept when S̃ ≥ lse_i + log τ_h, lse over the always-kept keys."""
+    batch, n, heads, dim = q.shape
+    group = heads // k.shape[2]
+    block_q, block_k = block_size
+    scale = dim ** -0.5 if scale is None else scale
+    (q8, q_scale, q_mean), (k8, k_scale, k_mean) = quantized_q, quantized_k
+    expand = lambda t: t.repeat_interleave(group, dim=2)  # noqa: E731  kv heads → q heads
+    per_token = lambda s: s.repeat_interleave(quant_block, 1)[:, :n]  # noqa: E731
+    deq_q = q8.float() * per_token(q_scale)[..., None]
+    deq_k = expand(k8.float() * per_token(k_scale)[..., None])
+    key_bias = torch.einsum("bnhd,bhd->bhn", expand(k.float() - k_mean[:, None]), q_mean)
+    query_bias = torch.einsum("bnhd,bhd->bhn", q.float(), expand(k_mean[:, None])[:, 0])
+    estimate = scale * (torch.einsum("bnhd,bmhd->bhnm", deq_q, deq_k)
+                        + key_bias[:, :, None, :] + query_bias[..., None])
+    exact = scale * torch.einsum("bnhd,bmhd->bhnm", q.double(), expand(k.double()))
+    visible, region = estimation_regions(n, block_k, sink_tokens, local_tokens, is_causal)
+    lse = torch.logsumexp(exact.masked_fill(~region, float("-inf")), dim=-1)
+    margin = estimate - (lse.float() + log_threshold.float()[None, :, None])[..., None]
+    keep = visible & (region | (margin >= 0))
+    mq, mk = math.ceil(n / block_q), math.ceil(n / block_k)
+    padded = torch.nn.functional.pad(keep, (0, mk * block_k - n, 0, mq * block_q - n))
+    block_mask = padded.view(batch, heads, mq, block_q, mk, block_k).any(5).any(3)
+    return block_mask, margin.masked_fill(~visible | region, float("nan"))
+
+
+__all__ += ["smooth_quantize_reference", "estimation_regions", "estimate_block_mask_reference"]

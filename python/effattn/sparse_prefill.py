@@ -1,0 +1,187 @@
+"""Quantized QK estimation and sparse long-context prefill (DESIGN.md §6, after SALE).
+
+    kv_num_blocks, kv_indices = effattn.estimate_block_mask(q, k, threshold=1e-3)
+    out = effattn.sparse_prefill_attention(q, k, v, threshold=1e-3)
+
+How a block map is estimated, per head: Q and K are smoothed by subtracting their mean over
+the sequence and quantized symmetrically to int8 (one fp32 scale per token, or per
+`quant_block` tokens). The exact softmax statistics (row max m, row sum l) of every query are
+computed over its always-kept keys — the first `sink_tokens` keys, the last `local_tokens`
+keys up to the query (causal), and the query's diagonal key block — and every other entry is
+estimated from the int8 product plus two exact bias terms (μq·(k − μk) and q·μk, so the
+estimate is the true score up to quantization). A key block is kept when one of its
+entries' relative score exp(S̃ − m)/l reaches the head's threshold τ; τ = 0 keeps everything.
+Always-kept regions are always in the map.
+
+Bit width: `bits` is a parameter, but only 8 is implemented. On Hopper the measured
+`mma.sync` rates are int8 ≈ 1230 TOPS, bf16 ≈ 600 and int4 ≈ 54 (int4 is emulated), so
+int4 would be slower than bf16 there.
+
+Conventions: prefill (N_q == N_k), q [B, N, H, D], k/v [B, N, H_kv, D]. With
+is_causal=False the local window is symmetric (|i − c| < local_tokens) and sink tokens are
+rejected (sinks are the first keys every causal query sees; bidirectional attention has no
+such asymmetry).
+"""
+import math
+
+import torch
+
+from . import _C  # noqa: F401  (loads the library; its initialisers register the schemas)
+
+__all__ = ["quantize_qk", "estimate_block_mask", "sparse_prefill_attention", "calibrate_thresholds",
+           "block_density"]
+
+_BLOCK_SIZES = (64, 128)
+
+
+@torch.library.register_fake("effattn::smooth_quantize")
+def _smooth_quantize_fake(x, quant_block, bits):
+    batch, n, heads, dim = x.shape
+    blocks = (n + quant_block - 1) // quant_block
+    return (x.new_empty(x.shape, dtype=torch.int8), x.new_empty(batch, blocks, heads, dtype=torch.float32),
+            x.new_empty(batch, heads, dim, dtype=torch.float32))
+
+
+@torch.library.register_fake("effattn::estimate_block_mask")
+def _estimate_fake(q, k, q_quant, q_scale, q_mean, k_quant, k_scale, k_mean, log_threshold, block_q,
+                   block_k, quant_block, sink_tokens, local_tokens, is_causal, scale):
+    batch, n, heads, _ = q.shape
+    mq, mk = (n + block_q - 1) // block_q, (n + block_k - 1) // block_k
+    return (q.new_empty(batch, heads, mq, dtype=torch.int32),
+            q.new_empty(batch, heads, mq, mk, dtype=torch.int32))
+
+
+def _check_options(q, k, block_size, sink_tokens, local_tokens, is_causal, bits, quant_block):
+    if q.dim() != 4 or k.dim() != 4:
+        raise ValueError(f"q and k must have shape [B, N, H, D], got {tuple(q.shape)} and {tuple(k.shape)}")
+    if q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError("q and k must agree on batch, sequence length (prefill: N_q == N_k) and "
+                         f"head dim, got {tuple(q.shape)} and {tuple(k.shape)}")
+    if q.shape[2] % k.shape[2] != 0:
+        raise ValueError(f"the number of query heads ({q.shape[2]}) must be a multiple of the number "
+                         f"of key/value heads ({k.shape[2]})")
+    if len(block_size) != 2 or any(b not in _BLOCK_SIZES for b in block_size):
+        raise ValueError(f"block_size must be a pair of 64 or 128, got {block_size!r}")
+    if sink_tokens < 0 or local_tokens < 0:
+        raise ValueError(f"sink_tokens and local_tokens must be >= 0, got {sink_tokens} and {local_tokens}")
+    if not is_causal and sink_tokens > 0:
+        raise ValueError("sink_tokens must be 0 when is_causal=False: attention sinks are the first keys "
+                         "every causal query sees; use local_tokens (a symmetric window) instead")
+    if bits != 8:
+        raise NotImplementedError(f"bits={bits}: only int8 estimation is implemented (int4 tensor-core MMA "
+                                  "is emulated on Hopper, ~54 TOPS vs ~1230 for int8)")
+    if quant_block < 1:
+        raise ValueError(f"quant_block must be >= 1 (1: one scale per token), got {quant_block}")
+
+
+def _log_threshold(threshold, heads, device):
+    tau = torch.as_tensor(threshold, dtype=torch.float32, device=device)
+    if tau.dim() == 0:
+        tau = tau.expand(heads)
+    if tau.shape != (heads,):
+        raise ValueError(f"threshold must be a float or a float32 tensor of shape [H] = [{heads}], "
+                         f"got shape {tuple(tau.shape)}")
+    if not torch.compiler.is_compiling() and bool((tau < 0).any() | ~torch.isfinite(tau).all()):
+        raise ValueError("threshold must be finite and >= 0 (0 keeps every block)")
+    return torch.log(tau).contiguous()
+
+
+def quantize_qk(x, quant_block=1, bits=8):
+    """Smoothed symmetric quantization of x [B, N, H, D]: (int8, fp32 scale
+    [B, ceil(N / quant_block), H], fp32 mean [B, H, D])."""
+    if bits != 8:
+        raise NotImplementedError(f"bits={bits}: only int8 quantization is implemented")
+    return torch.ops.effattn.smooth_quantize(x, quant_block, bits)
+
+
+def estimate_block_mask(q, k, threshold, block_size=(64, 64), sink_tokens=64, local_tokens=256,
+                        is_causal=True, bits=8, quant_block=1, scale=None):
+    """Key blocks each query block needs, as (kv_num_blocks int32 [B, H, Mq], kv_indices
+    int32 [B, H, Mq, Mk]) in the block-sparse format (DESIGN.md §5). `threshold`: a float
+    or an fp32 [H] tensor of per-head τ ≥ 0."""
+    block_size = tuple(block_size)
+    _check_options(q, k, block_size, sink_tokens, local_tokens, is_causal, bits, quant_block)
+    log_threshold = _log_threshold(threshold, q.shape[2], q.device)
+    q_quant = torch.ops.effattn.smooth_quantize(q, quant_block, bits)
+    k_quant = torch.ops.effattn.smooth_quantize(k, quant_block, bits)
+    return torch.ops.effattn.estimate_block_mask(q, k, *q_quant, *k_quant, log_threshold, block_size[0],
+                                                 block_size[1], quant_block, sink_tokens, local_tokens,
+                                                 is_causal, scale)
+
+
+def block_density(kv_num_blocks, seq_len, block_size, is_causal=True):
+    """Fraction of the (causally) live blocks kept, per head: [H] (averaged over the batch)."""
+    block_q, block_k = block_size
+    mq, mk = kv_num_blocks.shape[-1], math.ceil(seq_len / block_k)
+    if is_causal:
+        last_row = torch.clamp(torch.arange(mq, device=kv_num_blocks.device) * block_q + block_q - 1,
+                               max=seq_len - 1)
+        live = (last_row // block_k + 1).sum().item()
+    else:
+        live = mq * mk
+    return kv_num_blocks.float().sum(-1).mean(0) / live
+
+
+def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_tokens=64, local_tokens=256,
+                             is_causal=True, scale=None, return_stats=False):
+    """Estimate the block map, then run block-sparse attention on it. With return_stats=True
+    also returns {"density": [H], "estimate_ms", "attention_ms"} (times on CUDA only)."""
+    from .block_sparse import block_sparse_attention
+
+    timed = return_stats and q.is_cuda
+    if timed:
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
+        events[0].record()
+    kv_num_blocks, kv_indices = estimate_block_mask(q, k, threshold, block_size, sink_tokens,
+                                                    local_tokens, is_causal, scale=scale)
+    if timed:
+        events[1].record()
+    out = block_sparse_attention(q, k, v, kv_num_blocks=kv_num_blocks, kv_indices=kv_indices,
+                                 block_size=tuple(block_size), is_causal=is_causal, scale=scale)
+    if not return_stats:
+        return out
+    stats = {"density": block_density(kv_num_blocks, q.shape[1], block_size, is_causal)}
+    if timed:
+        events[2].record()
+        torch.cuda.synchronize()
+        stats["estimate_ms"] = events[0].elapsed_time(events[1])
+        stats["attention_ms"] = events[1].elapsed_time(events[2])
+    return out, stats
+
+
+def _dense_attention(q, k, v, is_causal, scale):
+    group = q.shape[2] // k.shape[2]
+    heads_first = lambda t: t.transpose(1, 2).repeat_interleave(group, dim=1)  # noqa: E731
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2), heads_first(k), heads_first(v), is_causal=is_causal, scale=scale)
+    return out.transpose(1, 2)
+
+
+def calibrate_thresholds(q, k, v, target_rel_error, block_size=(64, 64), sink_tokens=64,
+                         local_tokens=256, is_causal=True, scale=None, initial_threshold=0.5,
+                         max_halvings=24):
+    """Per-head thresholds τ [H] (fp32) for a target output error: start every head at
+    `initial_threshold` and halve τ of each head whose relative L1 error against dense
+    attention is above `target_rel_error`; a head that never gets there falls back to τ = 0
+    (dense). Returns (thresholds, per-head relative errors at those thresholds)."""
+    if target_rel_error <= 0:
+        raise ValueError(f"target_rel_error must be > 0, got {target_rel_error}")
+    heads = q.shape[2]
+
+    def head_errors(tau):
+        out = sparse_prefill_attention(q, k, v, tau, block_size, sink_tokens, local_tokens, is_causal, scale)
+        return (out.float() - dense).abs().sum(dim=(0, 1, 3)) / norm
+
+    with torch.no_grad():
+        dense = _dense_attention(q, k, v, is_causal, scale).float()
+        norm = dense.abs().sum(dim=(0, 1, 3)).clamp_min(1e-30)
+        tau = torch.full((heads,), float(initial_threshold), dtype=torch.float32, device=q.device)
+        for _ in range(max_halvings):
+            errors = head_errors(tau)
+            above = errors > target_rel_error
+            if not bool(above.any()):
+                return tau, errors
+            tau = torch.where(above, tau * 0.5, tau)
+        errors = head_errors(tau)
+        tau = torch.where(errors > target_rel_error, torch.zeros_like(tau), tau)  # dense fallback
+        return tau, head_errors(tau)
