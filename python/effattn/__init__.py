@@ -13,6 +13,7 @@ from .block_sparse import (block_mask_to_indices, block_sparse_attention, indice
                            sink_local_block_mask, sliding_window_block_mask, strided_block_mask)
 from .sparse_prefill import (calibrate_thresholds, estimate_block_mask, quantize_qk,
                              sparse_prefill_attention)
+from . import models  # noqa: F401,E402  (model definitions only; nothing is built at import)
 
 __version__ = "0.1.0"
 
@@ -23,5 +24,6 @@ __all__ = [
     "lightning_attn", "lightning_decode", "lightning_slopes", "LightningAttention",
     "block_sparse_attention", "block_mask_to_indices", "indices_to_block_mask",
     "sliding_window_block_mask", "sink_local_block_mask", "strided_block_mask",
+    "models",
     "quantize_qk", "estimate_block_mask", "sparse_prefill_attention", "calibrate_thresholds",
 ]
