@@ -6,10 +6,12 @@
 #      CUTLASS_INCLUDE     CUTLASS/CuTe include dir (default: from the nvidia-cutlass wheel)
 #      NVCC                nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc)
 #      JOBS                parallel compile jobs (default: nproc)
+#      EXTRA_NVCC_FLAGS    extra nvcc flags, e.g. "-DEFFATTN_FWD_WARPS=4" (tuning variants)
+#      BUILD_DIR           output folder (default: build/cuda)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${ROOT}/build/cuda"
+OUT="${BUILD_DIR:-${ROOT}/build/cuda}"
 mkdir -p "${OUT}/obj"
 
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
@@ -29,6 +31,10 @@ done
 FLAGS=(-O3 -std=c++17 --expt-relaxed-constexpr -lineinfo -Xptxas -v
        -Xcompiler=-Wall,-Wextra -Werror=all-warnings
        -I"${ROOT}/include")
+if [[ -n "${EXTRA_NVCC_FLAGS:-}" ]]; then
+  read -r -a EXTRA <<< "${EXTRA_NVCC_FLAGS}"
+  FLAGS+=("${EXTRA[@]}")
+fi
 if [[ -n "${CUTLASS_INCLUDE}" && -d "${CUTLASS_INCLUDE}" ]]; then
   FLAGS+=(-I"${CUTLASS_INCLUDE}")
 fi

@@ -553,7 +553,7 @@ int bench(const std::string& filter) {
     double window = 1;
     for (int a = 0; a < bc.rank; ++a) window *= double(bc.K[a]);
     const double flops = 4.0 * bc.B * bc.H * double(g.N) * window * bc.D;
-    const effattn::cuda::NaTileShape tf = effattn::cuda::na_choose_tiles(p, bc.D == 32 ? 64 : 128, 64);
+    const effattn::cuda::NaTileShape tf = effattn::cuda::na_choose_tiles(p, 64, 64);
     std::printf("%-38s %10.3f %9.1f %7.2fx | %10.3f %9.1f %7.2fx | %dx%dx%d/%dx%dx%d\n", bc.name,
                 fwd, flops / fwd * 1e-9, bc.flex_fwd_ms / fwd, bwd, 2.5 * flops / bwd * 1e-9,
                 bc.flex_bwd_ms / bwd, 1 << tf.q_log2[0], 1 << tf.q_log2[1], 1 << tf.q_log2[2],

@@ -56,19 +56,40 @@ struct BwdConfig {
   static constexpr int BN = 16 * kWarps;  // keys per CTA, 16 per warp
   static constexpr int kTileK = BN * D * 2;
   static constexpr int kTileQ = BMb * D * 2;
+  // K, V once; Q, dO, lse, delta and the row masks double-buffered (the next query tile is
+  // loaded while the current one is computed).
   static constexpr int kOffK = 0;
   static constexpr int kOffV = kOffK + kTileK;
-  static constexpr int kOffQ = kOffV + kTileK;
-  static constexpr int kOffDO = kOffQ + kTileQ;
-  static constexpr int kOffLse = kOffDO + kTileQ;
-  static constexpr int kOffDelta = kOffLse + BMb * 4;
-  static constexpr int kOffMask = kOffDelta + BMb * 4;  // uint64 key mask per query row
-  static constexpr int kOffTq = kOffMask + BMb * 8;       // int64 row offsets: Q, dO, K, V
-  static constexpr int kOffTdo = kOffTq + BMb * 8;
-  static constexpr int kOffTk = kOffTdo + BMb * 8;
+  static constexpr int kOffQ = kOffV + kTileK;       // [2]
+  static constexpr int kOffDO = kOffQ + 2 * kTileQ;  // [2]
+  static constexpr int kOffLse = kOffDO + 2 * kTileQ;   // float [2][BMb]
+  static constexpr int kOffDelta = kOffLse + 2 * BMb * 4;  // float [2][BMb]
+  static constexpr int kOffMask = kOffDelta + 2 * BMb * 4;  // uint64 [2][BMb]: key mask per query row
+  static constexpr int kOffTk = kOffMask + 2 * BMb * 8;     // int64 row offsets: K, V
   static constexpr int kOffTv = kOffTk + BN * 8;
   static constexpr int kSmemBytes = kOffTv + BN * 8;
 };
+
+// cp.async loads of a ROWS x D tile whose row r comes from coord_fn (no offset table: each
+// thread computes the offsets of the rows it copies). Same thread/row split as
+// load_rows_async.
+template <int D, int ROWS, int kThreads, typename T, typename CoordFn>
+__device__ __forceinline__ void load_rows_coord_async(uint32_t s_base, const T* g_base,
+                                                      const CoreStrides& st, CoordFn&& coord_fn) {
+  constexpr int C = D / 8;
+  constexpr int RS = kThreads / C;
+  static_assert(kThreads % C == 0 && RS % 8 == 0 && ROWS % RS == 0, "tile load shape");
+  const int ch = threadIdx.x % C;
+  const int r0 = threadIdx.x / C;
+  const uint32_t dst0 = s_base + SwizzledTile<D>::offset(r0, ch);
+#pragma unroll
+  for (int it = 0; it < ROWS / RS; ++it) {
+    int64_t c[3];
+    const bool valid = coord_fn(r0 + it * RS, c);
+    cp_async_16(dst0 + it * RS * D * 2, valid ? g_base + token_offset(st, c) + ch * 8 : g_base,
+                valid);
+  }
+}
 
 template <typename T, int D, int kWarps, int BMb, int kMinBlocks, class Policy>
 __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
@@ -81,17 +102,16 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   using Swz = SwizzledTile<D>;
   using Tr = ElemTraits<T>;
   static_assert(BMb % 16 == 0, "query tile must be a multiple of 16");
+  static_assert(BMb <= kThreads, "one thread per query row for the row data");
 
   extern __shared__ __align__(128) unsigned char smem[];
   const uint32_t sK = smem_u32(smem + Cfg::kOffK);
   const uint32_t sV = smem_u32(smem + Cfg::kOffV);
-  const uint32_t sQ = smem_u32(smem + Cfg::kOffQ);
-  const uint32_t sDO = smem_u32(smem + Cfg::kOffDO);
+  const uint32_t sQ0 = smem_u32(smem + Cfg::kOffQ);
+  const uint32_t sDO0 = smem_u32(smem + Cfg::kOffDO);
   float* s_lse2 = reinterpret_cast<float*>(smem + Cfg::kOffLse);
   float* s_delta = reinterpret_cast<float*>(smem + Cfg::kOffDelta);
   uint64_t* s_mask = reinterpret_cast<uint64_t*>(smem + Cfg::kOffMask);
-  int64_t* t_q = reinterpret_cast<int64_t*>(smem + Cfg::kOffTq);
-  int64_t* t_do = reinterpret_cast<int64_t*>(smem + Cfg::kOffTdo);
   int64_t* t_k = reinterpret_cast<int64_t*>(smem + Cfg::kOffTk);
   int64_t* t_v = reinterpret_cast<int64_t*>(smem + Cfg::kOffTv);
 
@@ -115,6 +135,47 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   __syncthreads();
   load_rows_async<D, BN, kThreads>(sK, k_base, t_k);
   load_rows_async<D, BN, kThreads>(sV, v_base, t_v);
+
+  const int total = args.kv_group * qr.count;
+
+  // Issue the loads of query tile `it` (of head group member it / qr.count) into stage st:
+  // Q and dO tiles, lse and delta per row (4-byte cp.async by the row's own thread, padding
+  // rows get lse = +inf -> P = 0), and the key mask per row when the tile needs one.
+  // Returns whether the tile has any valid row and whether it needs element masks.
+  auto prepare = [&](int it, int st, bool& masked) -> bool {
+    const int hq = kvh * args.kv_group + it / qr.count;
+    typename Policy::QTile qt;
+    masked = false;
+    if (!policy.q_tile(qr, it % qr.count, qt)) return false;  // uniform over the CTA
+    masked = policy.needs_mask(qt, kt);
+    const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
+    const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
+    auto coord = [&](int r, int64_t(&c)[3]) { return policy.q_coord(qt, r, c); };
+    load_rows_coord_async<D, BMb, kThreads>(sQ0 + st * Cfg::kTileQ, q_base, args.sq, coord);
+    load_rows_coord_async<D, BMb, kThreads>(sDO0 + st * Cfg::kTileQ, do_base, args.sdo, coord);
+    if (tid < BMb) {
+      const int r = tid;
+      int64_t c[3];
+      const bool valid = policy.q_coord(qt, r, c);
+      float* lse_dst = s_lse2 + st * BMb + r;
+      float* delta_dst = s_delta + st * BMb + r;
+      if (valid) {
+        cp_async_4(smem_u32(lse_dst),
+                   args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c), true);
+        cp_async_4(smem_u32(delta_dst),
+                   args.delta + b * args.sdelta.batch + hq * args.sdelta.head + token_offset(args.sdelta, c),
+                   true);
+      } else {
+        *lse_dst = INFINITY;
+        *delta_dst = 0.f;
+      }
+      if (masked) s_mask[st * BMb + r] = policy.row_mask64(policy.row_info(qt, r), kt);
+    }
+    return true;
+  };
+
+  bool mask_cur = false, valid_cur = false;
+  if (total > 0) valid_cur = prepare(0, 0, mask_cur);
   cp_async_commit();
 
   const int kr0 = warp * 16 + grp;
@@ -134,142 +195,130 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   const int b_row = (lane % 8) + (lane / 16) * 8;
   const int b_chunk = (lane / 8) % 2;
 
-  const int total = args.kv_group * qr.count;
   for (int it = 0; it < total; ++it) {
-    const int hq = kvh * args.kv_group + it / qr.count;
-    typename Policy::QTile qt;
-    if (!policy.q_tile(qr, it % qr.count, qt)) continue;  // uniform over the CTA
-    const bool mask = policy.needs_mask(qt, kt);
-
-    const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
-    const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
-    for (int r = tid; r < BMb; r += kThreads) {
-      int64_t c[3];
-      const bool valid = policy.q_coord(qt, r, c);
-      float lse2 = INFINITY, delta = 0.f;
-      int64_t qoff = -1, dooff = -1;
-      if (valid) {
-        const float lse = args.lse[b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)];
-        lse2 = lse == -INFINITY ? INFINITY : lse * 1.4426950408889634f;
-        delta = args.delta[b * args.sdelta.batch + hq * args.sdelta.head + token_offset(args.sdelta, c)];
-        qoff = token_offset(args.sq, c);
-        dooff = token_offset(args.sdo, c);
-      }
-      s_lse2[r] = lse2;
-      s_delta[r] = delta;
-      t_q[r] = qoff;
-      t_do[r] = dooff;
-      if (mask) s_mask[r] = policy.row_mask64(policy.row_info(qt, r), kt);
+    const int st = it & 1;
+    cp_async_wait<0>();  // stage st (and, on it == 0, K and V) landed for this thread
+    if (tid < BMb) {     // lse -> log2 domain, fully masked rows (lse = -inf) -> P = 0
+      const float l = s_lse2[st * BMb + tid];
+      s_lse2[st * BMb + tid] = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
     }
+    // Everyone's copies of stage st are visible; stage st ^ 1 was last read by the compute
+    // of iteration it - 1, which every thread finished before this barrier.
     __syncthreads();
-    load_rows_async<D, BMb, kThreads>(sQ, q_base, t_q);
-    load_rows_async<D, BMb, kThreads>(sDO, do_base, t_do);
+    bool mask_next = false, valid_next = false;
+    if (it + 1 < total) valid_next = prepare(it + 1, st ^ 1, mask_next);
     cp_async_commit();
-    cp_async_wait<0>();
-    __syncthreads();
 
-    // S^T = K Q^T (16 keys x BMb queries per warp).
-    float pt[NT_Q][4];
+    if (valid_cur) {
+      const uint32_t sQ = sQ0 + st * Cfg::kTileQ;
+      const uint32_t sDO = sDO0 + st * Cfg::kTileQ;
+      const float* lse2 = s_lse2 + st * BMb;
+      const float* dlt = s_delta + st * BMb;
+      const uint64_t* msk = s_mask + st * BMb;
+
+      // S^T = K Q^T (16 keys x BMb queries per warp).
+      float pt[NT_Q][4];
 #pragma unroll
-    for (int j = 0; j < NT_Q; ++j)
+      for (int j = 0; j < NT_Q; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) pt[j][e] = 0.f;
+        for (int e = 0; e < 4; ++e) pt[j][e] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      ldmatrix_x4(a, sK + Swz::offset(warp * 16 + a_row, kk * 2 + a_chunk));
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        ldmatrix_x4(a, sK + Swz::offset(warp * 16 + a_row, kk * 2 + a_chunk));
 #pragma unroll
-      for (int j = 0; j < BMb / 16; ++j) {
-        uint32_t bf[4];
-        ldmatrix_x4(bf, sQ + Swz::offset(j * 16 + b_row, kk * 2 + b_chunk));
-        mma_16816<T>(pt[2 * j], a, bf[0], bf[1]);
-        mma_16816<T>(pt[2 * j + 1], a, bf[2], bf[3]);
-      }
-    }
-    // P^T = exp2(S^T * scale_log2 - lse2[query]), masked -> 0.
-#pragma unroll
-    for (int j = 0; j < NT_Q; ++j) {
-#pragma unroll
-      for (int e2 = 0; e2 < 2; ++e2) {
-        const int col = j * 8 + qid * 2 + e2;
-        const float l2 = s_lse2[col];
-        bool ok[2] = {true, true};
-        if (mask) {
-          const uint64_t m = s_mask[col] >> kr0;
-          ok[0] = m & 1ull;
-          ok[1] = (m >> 8) & 1ull;
-        }
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          float& x = pt[j][rr * 2 + e2];
-          x = ok[rr] ? fast_exp2(x * args.scale_log2 - l2) : 0.f;
+        for (int j = 0; j < BMb / 16; ++j) {
+          uint32_t bf[4];
+          ldmatrix_x4(bf, sQ + Swz::offset(j * 16 + b_row, kk * 2 + b_chunk));
+          mma_16816<T>(pt[2 * j], a, bf[0], bf[1]);
+          mma_16816<T>(pt[2 * j + 1], a, bf[2], bf[3]);
         }
       }
-    }
+      // P^T = exp2(S^T * scale_log2 - lse2[query]), masked -> 0.
+#pragma unroll
+      for (int j = 0; j < NT_Q; ++j) {
+#pragma unroll
+        for (int e2 = 0; e2 < 2; ++e2) {
+          const int col = j * 8 + qid * 2 + e2;
+          const float l2 = lse2[col];
+          bool ok[2] = {true, true};
+          if (mask_cur) {
+            const uint64_t m = msk[col] >> kr0;
+            ok[0] = m & 1ull;
+            ok[1] = (m >> 8) & 1ull;
+          }
+#pragma unroll
+          for (int rr = 0; rr < 2; ++rr) {
+            float& x = pt[j][rr * 2 + e2];
+            x = ok[rr] ? fast_exp2(x * args.scale_log2 - l2) : 0.f;
+          }
+        }
+      }
 
-    // dV += P^T dO.
+      // dV += P^T dO.
 #pragma unroll
-    for (int kk = 0; kk < BMb / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = Tr::pack(pt[2 * kk][0], pt[2 * kk][1]);
-      a[1] = Tr::pack(pt[2 * kk][2], pt[2 * kk][3]);
-      a[2] = Tr::pack(pt[2 * kk + 1][0], pt[2 * kk + 1][1]);
-      a[3] = Tr::pack(pt[2 * kk + 1][2], pt[2 * kk + 1][3]);
+      for (int kk = 0; kk < BMb / 16; ++kk) {
+        uint32_t a[4];
+        a[0] = Tr::pack(pt[2 * kk][0], pt[2 * kk][1]);
+        a[1] = Tr::pack(pt[2 * kk][2], pt[2 * kk][3]);
+        a[2] = Tr::pack(pt[2 * kk + 1][0], pt[2 * kk + 1][1]);
+        a[3] = Tr::pack(pt[2 * kk + 1][2], pt[2 * kk + 1][3]);
 #pragma unroll
-      for (int dn = 0; dn < D / 16; ++dn) {
-        uint32_t bf[4];
-        ldmatrix_x4_trans(bf, sDO + Swz::offset(kk * 16 + a_row, dn * 2 + a_chunk));
-        mma_16816<T>(acc_dv[2 * dn], a, bf[0], bf[1]);
-        mma_16816<T>(acc_dv[2 * dn + 1], a, bf[2], bf[3]);
+        for (int dn = 0; dn < D / 16; ++dn) {
+          uint32_t bf[4];
+          ldmatrix_x4_trans(bf, sDO + Swz::offset(kk * 16 + a_row, dn * 2 + a_chunk));
+          mma_16816<T>(acc_dv[2 * dn], a, bf[0], bf[1]);
+          mma_16816<T>(acc_dv[2 * dn + 1], a, bf[2], bf[3]);
+        }
       }
-    }
 
-    // dP^T = V dO^T.
-    float dpt[NT_Q][4];
+      // dP^T = V dO^T.
+      float dpt[NT_Q][4];
 #pragma unroll
-    for (int j = 0; j < NT_Q; ++j)
+      for (int j = 0; j < NT_Q; ++j)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) dpt[j][e] = 0.f;
+        for (int e = 0; e < 4; ++e) dpt[j][e] = 0.f;
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      ldmatrix_x4(a, sV + Swz::offset(warp * 16 + a_row, kk * 2 + a_chunk));
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        ldmatrix_x4(a, sV + Swz::offset(warp * 16 + a_row, kk * 2 + a_chunk));
 #pragma unroll
-      for (int j = 0; j < BMb / 16; ++j) {
-        uint32_t bf[4];
-        ldmatrix_x4(bf, sDO + Swz::offset(j * 16 + b_row, kk * 2 + b_chunk));
-        mma_16816<T>(dpt[2 * j], a, bf[0], bf[1]);
-        mma_16816<T>(dpt[2 * j + 1], a, bf[2], bf[3]);
+        for (int j = 0; j < BMb / 16; ++j) {
+          uint32_t bf[4];
+          ldmatrix_x4(bf, sDO + Swz::offset(j * 16 + b_row, kk * 2 + b_chunk));
+          mma_16816<T>(dpt[2 * j], a, bf[0], bf[1]);
+          mma_16816<T>(dpt[2 * j + 1], a, bf[2], bf[3]);
+        }
       }
-    }
-    // dS^T = P^T (dP^T - delta[query]).
+      // dS^T = P^T (dP^T - delta[query]).
 #pragma unroll
-    for (int j = 0; j < NT_Q; ++j) {
+      for (int j = 0; j < NT_Q; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = j * 8 + qid * 2 + (e & 1);
-        const float ds = pt[j][e] * (dpt[j][e] - s_delta[col]);
-        dpt[j][e] = ds;
+        for (int e = 0; e < 4; ++e) {
+          const int col = j * 8 + qid * 2 + (e & 1);
+          dpt[j][e] = pt[j][e] * (dpt[j][e] - dlt[col]);
+        }
       }
-    }
 
-    // dK += dS^T Q.
+      // dK += dS^T Q.
 #pragma unroll
-    for (int kk = 0; kk < BMb / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = Tr::pack(dpt[2 * kk][0], dpt[2 * kk][1]);
-      a[1] = Tr::pack(dpt[2 * kk][2], dpt[2 * kk][3]);
-      a[2] = Tr::pack(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
-      a[3] = Tr::pack(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+      for (int kk = 0; kk < BMb / 16; ++kk) {
+        uint32_t a[4];
+        a[0] = Tr::pack(dpt[2 * kk][0], dpt[2 * kk][1]);
+        a[1] = Tr::pack(dpt[2 * kk][2], dpt[2 * kk][3]);
+        a[2] = Tr::pack(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
+        a[3] = Tr::pack(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
 #pragma unroll
-      for (int dn = 0; dn < D / 16; ++dn) {
-        uint32_t bf[4];
-        ldmatrix_x4_trans(bf, sQ + Swz::offset(kk * 16 + a_row, dn * 2 + a_chunk));
-        mma_16816<T>(acc_dk[2 * dn], a, bf[0], bf[1]);
-        mma_16816<T>(acc_dk[2 * dn + 1], a, bf[2], bf[3]);
+        for (int dn = 0; dn < D / 16; ++dn) {
+          uint32_t bf[4];
+          ldmatrix_x4_trans(bf, sQ + Swz::offset(kk * 16 + a_row, dn * 2 + a_chunk));
+          mma_16816<T>(acc_dk[2 * dn], a, bf[0], bf[1]);
+          mma_16816<T>(acc_dk[2 * dn + 1], a, bf[2], bf[3]);
+        }
       }
     }
-    __syncthreads();  // before the next query tile overwrites sQ / sDO / sS / row data
+    valid_cur = valid_next;
+    mask_cur = mask_next;
   }
   cp_async_wait<0>();
 
@@ -452,14 +501,14 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   for (int i = 0; i < n_k; ++i) {
     const typename Policy::KTile kt = policy.k_tile(qt, i);
     const int stage = i & 1;
+    // One barrier per key tile (as in the forward): tile i visible, stage (i + 1) & 1 and
+    // its offset table ready, so the prefetch of tile i + 1 overlaps this compute.
+    cp_async_wait<0>();
+    __syncthreads();
     if (i + 1 < n_k) {
       load_kv(i + 1);
       cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
     }
-    __syncthreads();
     const uint32_t sK = sK0 + stage * Cfg::kTileK;
     const uint32_t sV = sV0 + stage * Cfg::kTileK;
 
@@ -520,7 +569,6 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
       }
     }
     if (i + 2 < n_k) fill_kv_table(i + 2);
-    __syncthreads();
   }
   cp_async_wait<0>();
 

@@ -1,8 +1,9 @@
 // SM80-class fused attention forward core (mma.sync m16n8k16 + ldmatrix + cp.async;
 // runs on SM80 and SM90), templated on a tile policy (see na_policy.cuh).
 //
-// One CTA = one query tile of BM = 16 * kWarps rows for one (batch, head); warp w owns rows
-// 16w..16w+15. Key tiles of BN = 64 tokens are double-buffered through shared memory with
+// One CTA = one query tile of BM = 16 * kWarps * kMT rows for one (batch, head); warp w owns
+// the kMT 16-row m-tiles w * kMT .. w * kMT + kMT - 1 (kMT = 2 reuses every K / V fragment
+// loaded from shared memory for two m-tiles: half the ldmatrix traffic per mma). Key tiles of BN = 64 tokens are double-buffered through shared memory with
 // cp.async. Online softmax in fp32 with exp2 and a log2(e)-prescaled scale.
 #pragma once
 
@@ -37,10 +38,10 @@ struct FwdArgs {
   float scale_log2;  // softmax scale * log2(e)
 };
 
-template <int D, int kWarps>
+template <int D, int kWarps, int kMT = 1>
 struct FwdConfig {
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int BM = 16 * kWarps;
+  static constexpr int BM = 16 * kWarps * kMT;
   static constexpr int BN = 64;
   static constexpr int kTileBytesQ = BM * D * 2;
   static constexpr int kTileBytesK = BN * D * 2;
@@ -91,10 +92,10 @@ __device__ __forceinline__ void fill_row_offsets2(int64_t* off_a, const CoreStri
   }
 }
 
-template <typename T, int D, int kWarps, int kMinBlocks, class Policy>
+template <typename T, int D, int kWarps, int kMT, int kMinBlocks, class Policy>
 __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     attn_fwd_kernel(const FwdArgs args, const Policy policy) {
-  using Cfg = FwdConfig<D, kWarps>;
+  using Cfg = FwdConfig<D, kWarps, kMT>;
   constexpr int BM = Cfg::BM;
   constexpr int BN = Cfg::BN;
   constexpr int kThreads = Cfg::kThreads;
@@ -151,16 +152,25 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   if (n_k > 0) load_kv(0);
   cp_async_commit();
 
-  const int r0 = warp * 16 + grp;
-  const typename Policy::RowInfo ri[2] = {policy.row_info(qt, r0), policy.row_info(qt, r0 + 8)};
+  const int r0 = warp * kMT * 16 + grp;  // + 16 * m-tile (+ 8 for the second row)
+  typename Policy::RowInfo ri[kMT][2];
+#pragma unroll
+  for (int m = 0; m < kMT; ++m) {
+    ri[m][0] = policy.row_info(qt, r0 + m * 16);
+    ri[m][1] = policy.row_info(qt, r0 + m * 16 + 8);
+  }
 
-  float acc_o[NT_O][4];
+  float acc_o[kMT][NT_O][4];
+  float row_max[kMT][2], row_sum[kMT][2];
 #pragma unroll
-  for (int j = 0; j < NT_O; ++j)
+  for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc_o[j][e] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY};
-  float row_sum[2] = {0.f, 0.f};
+    for (int j = 0; j < NT_O; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[m][j][e] = 0.f;
+    row_max[m][0] = row_max[m][1] = -INFINITY;
+    row_sum[m][0] = row_sum[m][1] = 0.f;
+  }
 
   // ldmatrix lane addressing (see sm80_ptx.cuh): A operand rows / B operand rows.
   const int a_row = (lane % 8) + ((lane / 8) % 2) * 8;  // + 16 * m-tile
@@ -171,131 +181,157 @@ __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
   for (int i = 0; i < n_k; ++i) {
     const typename Policy::KTile kt = policy.k_tile(qt, i);
     const int stage = i & 1;
+    // One barrier per key tile: after it, tile i is visible to all, and stage (i + 1) & 1
+    // (read by the compute of tile i - 1) and its offset table (filled during iteration
+    // i - 1) are ready, so the prefetch of tile i + 1 overlaps the compute of tile i.
+    cp_async_wait<0>();
+    __syncthreads();
     if (i + 1 < n_k) {
       load_kv(i + 1);
       cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
     }
-    __syncthreads();
 
     const uint32_t sK = sK0 + stage * Cfg::kTileBytesK;
     const uint32_t sV = sV0 + stage * Cfg::kTileBytesK;
 
-    // S = Q K^T (16 x BN per warp).
-    float s[NT_S][4];
+    // S = Q K^T (16 x BN per m-tile); each K fragment feeds kMT m-tiles.
+    float s[kMT][NT_S][4];
 #pragma unroll
-    for (int j = 0; j < NT_S; ++j)
+    for (int m = 0; m < kMT; ++m)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[j][e] = 0.f;
+      for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[m][j][e] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t a[4];
-      ldmatrix_x4(a, sQ + Swz::offset(warp * 16 + a_row, kk * 2 + a_chunk));
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int m = 0; m < kMT; ++m)
+        ldmatrix_x4(a[m], sQ + Swz::offset((warp * kMT + m) * 16 + a_row, kk * 2 + a_chunk));
 #pragma unroll
       for (int j = 0; j < BN / 16; ++j) {
         uint32_t bf[4];
         ldmatrix_x4(bf, sK + Swz::offset(j * 16 + b_row, kk * 2 + b_chunk));
-        mma_16816<T>(s[2 * j], a, bf[0], bf[1]);
-        mma_16816<T>(s[2 * j + 1], a, bf[2], bf[3]);
+#pragma unroll
+        for (int m = 0; m < kMT; ++m) {
+          mma_16816<T>(s[m][2 * j], a[m], bf[0], bf[1]);
+          mma_16816<T>(s[m][2 * j + 1], a[m], bf[2], bf[3]);
+        }
       }
     }
 
     // Scale (log2 domain) and mask.
     if (policy.needs_mask(qt, kt)) {
       static_assert(BN == 64, "row_mask64 needs 64-token key tiles");
-      // Pre-shift so that bit (j * 8 + e2) is column j * 8 + 2 * qid + e2.
-      const uint64_t mk[2] = {policy.row_mask64(ri[0], kt) >> (qid * 2),
-                              policy.row_mask64(ri[1], kt) >> (qid * 2)};
 #pragma unroll
-      for (int j = 0; j < NT_S; ++j) {
+      for (int m = 0; m < kMT; ++m) {
+        // Pre-shift so that bit (j * 8 + e2) is column j * 8 + 2 * qid + e2.
+        const uint64_t mk[2] = {policy.row_mask64(ri[m][0], kt) >> (qid * 2),
+                                policy.row_mask64(ri[m][1], kt) >> (qid * 2)};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float& x = s[j][e];
-          const bool ok = (mk[e / 2] >> (j * 8 + (e & 1))) & 1ull;
-          x = ok ? x * args.scale_log2 : -INFINITY;
+        for (int j = 0; j < NT_S; ++j) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float& x = s[m][j][e];
+            const bool ok = (mk[e / 2] >> (j * 8 + (e & 1))) & 1ull;
+            x = ok ? x * args.scale_log2 : -INFINITY;
+          }
         }
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < NT_S; ++j)
+      for (int m = 0; m < kMT; ++m)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[j][e] *= args.scale_log2;
+        for (int j = 0; j < NT_S; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[m][j][e] *= args.scale_log2;
     }
 
     // Online softmax.
 #pragma unroll
-    for (int rr = 0; rr < 2; ++rr) {
-      float mx = -INFINITY;
+    for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-      for (int j = 0; j < NT_S; ++j) mx = fmaxf(mx, fmaxf(s[j][rr * 2], s[j][rr * 2 + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(row_max[rr], mx);
-      const float m_base = m_new == -INFINITY ? 0.f : m_new;
-      const float alpha = fast_exp2(row_max[rr] - m_base);  // 0 when row_max was -inf
-      row_max[rr] = m_new;
-      float sum = 0.f;
+      for (int rr = 0; rr < 2; ++rr) {
+        float mx = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < NT_S; ++j) {
-        const float p0 = fast_exp2(s[j][rr * 2] - m_base);
-        const float p1 = fast_exp2(s[j][rr * 2 + 1] - m_base);
-        s[j][rr * 2] = p0;
-        s[j][rr * 2 + 1] = p1;
-        sum += p0 + p1;
-      }
-      row_sum[rr] = row_sum[rr] * alpha + sum;
+        for (int j = 0; j < NT_S; ++j) mx = fmaxf(mx, fmaxf(s[m][j][rr * 2], s[m][j][rr * 2 + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(row_max[m][rr], mx);
+        const float m_base = m_new == -INFINITY ? 0.f : m_new;
+        const float alpha = fast_exp2(row_max[m][rr] - m_base);  // 0 when row_max was -inf
+        row_max[m][rr] = m_new;
+        float sum = 0.f;
 #pragma unroll
-      for (int j = 0; j < NT_O; ++j) {
-        acc_o[j][rr * 2] *= alpha;
-        acc_o[j][rr * 2 + 1] *= alpha;
+        for (int j = 0; j < NT_S; ++j) {
+          const float p0 = fast_exp2(s[m][j][rr * 2] - m_base);
+          const float p1 = fast_exp2(s[m][j][rr * 2 + 1] - m_base);
+          s[m][j][rr * 2] = p0;
+          s[m][j][rr * 2 + 1] = p1;
+          sum += p0 + p1;
+        }
+        row_sum[m][rr] = row_sum[m][rr] * alpha + sum;
+#pragma unroll
+        for (int j = 0; j < NT_O; ++j) {
+          acc_o[m][j][rr * 2] *= alpha;
+          acc_o[m][j][rr * 2 + 1] *= alpha;
+        }
       }
     }
 
-    // O += P V.
+    // O += P V; each V fragment feeds kMT m-tiles.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = Tr::pack(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = Tr::pack(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = Tr::pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = Tr::pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      uint32_t a[kMT][4];
+#pragma unroll
+      for (int m = 0; m < kMT; ++m) {
+        a[m][0] = Tr::pack(s[m][2 * kk][0], s[m][2 * kk][1]);
+        a[m][1] = Tr::pack(s[m][2 * kk][2], s[m][2 * kk][3]);
+        a[m][2] = Tr::pack(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+        a[m][3] = Tr::pack(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+      }
 #pragma unroll
       for (int dn = 0; dn < D / 16; ++dn) {
         uint32_t bf[4];
         ldmatrix_x4_trans(bf, sV + Swz::offset(kk * 16 + a_row, dn * 2 + a_chunk));
-        mma_16816<T>(acc_o[2 * dn], a, bf[0], bf[1]);
-        mma_16816<T>(acc_o[2 * dn + 1], a, bf[2], bf[3]);
+#pragma unroll
+        for (int m = 0; m < kMT; ++m) {
+          mma_16816<T>(acc_o[m][2 * dn], a[m], bf[0], bf[1]);
+          mma_16816<T>(acc_o[m][2 * dn + 1], a[m], bf[2], bf[3]);
+        }
       }
     }
-    // Table slot i & 1 was last read by the prefetch of tile i (before this iteration's
-    // barrier); the prefetch of tile i + 2 reads it after the barrier below.
+    // Table slot i & 1 was last read by the prefetch of tile i (issued in iteration i - 1,
+    // before this iteration's barrier); the prefetch of tile i + 2 reads it after the next
+    // barrier.
     if (i + 2 < n_k) fill_kv_table(i + 2);
-    __syncthreads();  // this stage is overwritten by the prefetch of iteration i + 1
   }
   cp_async_wait<0>();  // nothing outstanding when n_k > 0; drains the Q-only group otherwise
 
   // Epilogue.
   T* o_base = static_cast<T*>(args.o) + b * args.so.batch + h * args.so.head;
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    float l = row_sum[rr];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    const float inv = l > 0.f ? 1.f / l : 0.f;
-    int64_t c[3];
-    const int r = r0 + rr * 8;
-    if (!policy.q_coord(qt, r, c)) continue;
-    T* orow = o_base + token_offset(args.so, c);
+  for (int m = 0; m < kMT; ++m) {
 #pragma unroll
-    for (int j = 0; j < NT_O; ++j) {
-      const uint32_t packed = Tr::pack(acc_o[j][rr * 2] * inv, acc_o[j][rr * 2 + 1] * inv);
-      *reinterpret_cast<uint32_t*>(orow + j * 8 + qid * 2) = packed;
-    }
-    if (args.lse != nullptr && qid == 0) {
-      const float lse = l > 0.f ? (row_max[rr] + log2f(l)) * 0.69314718055994531f : -INFINITY;
-      args.lse[b * args.slse.batch + h * args.slse.head + token_offset(args.slse, c)] = lse;
+    for (int rr = 0; rr < 2; ++rr) {
+      float l = row_sum[m][rr];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;
+      int64_t c[3];
+      const int r = r0 + m * 16 + rr * 8;
+      if (!policy.q_coord(qt, r, c)) continue;
+      T* orow = o_base + token_offset(args.so, c);
+#pragma unroll
+      for (int j = 0; j < NT_O; ++j) {
+        const uint32_t packed = Tr::pack(acc_o[m][j][rr * 2] * inv, acc_o[m][j][rr * 2 + 1] * inv);
+        *reinterpret_cast<uint32_t*>(orow + j * 8 + qid * 2) = packed;
+      }
+      if (args.lse != nullptr && qid == 0) {
+        const float lse =
+            l > 0.f ? (row_max[m][rr] + log2f(l)) * 0.69314718055994531f : -INFINITY;
+        args.lse[b * args.slse.batch + h * args.slse.head + token_offset(args.slse, c)] = lse;
+      }
     }
   }
 }

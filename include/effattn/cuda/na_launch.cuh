@@ -15,17 +15,28 @@ namespace effattn {
 namespace cuda {
 
 // Kernel configurations (one per head dim; keep instantiations few).
+// Forward: 4 warps per CTA and 2 CTAs per SM by default (two independent CTAs overlap one's
+// softmax and loads with the other's mma, and the 64-row query tiles visit fewer masked
+// rows in 2D/3D; one 8-warp CTA per SM ran in lockstep). kMT = 2 (two 16-row m-tiles per
+// warp, BM = 128, half the shared-memory fragment traffic per mma) is instantiated only when
+// EFFATTN_FWD_MT2 asks for it: it spills at D = 128 and measured slower for 1D.
+// Measurements: benchmarks/NA_CUDA_NOTES.md. The macros are tuning switches only.
 template <int D>
 struct NaFwdCfg {
 #ifdef EFFATTN_FWD_WARPS
   static constexpr int kWarps = EFFATTN_FWD_WARPS;
 #else
-  static constexpr int kWarps = D == 32 ? 4 : 8;  // query tile BM = 16 * kWarps
+  static constexpr int kWarps = 4;
 #endif
 #ifdef EFFATTN_FWD_MINB
   static constexpr int kMinBlocks = EFFATTN_FWD_MINB;
 #else
-  static constexpr int kMinBlocks = 1;
+  static constexpr int kMinBlocks = 2;
+#endif
+#ifdef EFFATTN_FWD_MT2
+  static constexpr bool kHasMT2 = EFFATTN_FWD_MT2 != 0 && D == 128;  // used for rank 1
+#else
+  static constexpr bool kHasMT2 = false;
 #endif
 };
 template <int D>
@@ -112,10 +123,10 @@ inline CoreStrides contiguous_strides(const NaParams& p, int64_t w) {
   return c;
 }
 
-template <typename T, int D>
-cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
+template <typename T, int D, int kMT>
+cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
   constexpr int kWarps = NaFwdCfg<D>::kWarps;
-  using Cfg = FwdConfig<D, kWarps>;
+  using Cfg = FwdConfig<D, kWarps, kMT>;
   const NaTileShape tiles = na_choose_tiles(p, Cfg::BM, Cfg::BN);
   NaPolicy pol;
   pol.geom = make_na_geom(p, tiles);
@@ -133,7 +144,7 @@ cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
   a.heads = static_cast<int32_t>(p.heads);
   a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
   a.scale_log2 = p.scale * 1.4426950408889634f;
-  auto kernel = attn_fwd_kernel<T, D, kWarps, NaFwdCfg<D>::kMinBlocks, NaPolicy>;
+  auto kernel = attn_fwd_kernel<T, D, kWarps, kMT, NaFwdCfg<D>::kMinBlocks, NaPolicy>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -141,6 +152,14 @@ cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
                   static_cast<unsigned>(p.batch));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
   return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
+  if constexpr (NaFwdCfg<D>::kHasMT2) {
+    if (p.rank == 1) return launch_na_forward_cfg<T, D, 2>(p, stream);
+  }
+  return launch_na_forward_cfg<T, D, 1>(p, stream);
 }
 
 template <typename T, int D>

@@ -80,18 +80,31 @@ struct NaPolicy {
   }
 
   // Group-local window [s, e) of the query at group-local coordinate `local` of group g.
+  // Same function as effattn::axis_window (window.h), in 32-bit arithmetic (lengths are
+  // < 2^31) with the divisions skipped for dilation 1 / stride 1: this runs per tile and per
+  // masked row, and the 64-bit divisions of the generic version dominated the tile setup.
   __host__ __device__ __forceinline__ static void window(const NaAxisGeom& a, int32_t g,
                                                          int32_t local, int32_t& s,
                                                          int32_t& e) {
-    AxisParams p;
-    p.length = a.length;
-    p.kernel = a.kernel;
-    p.dilation = a.dilation;
-    p.stride = a.stride;
-    p.causal = a.causal != 0;
-    const AxisWindow w = axis_window(p, static_cast<int64_t>(g) + static_cast<int64_t>(local) * a.dilation);
-    s = static_cast<int32_t>(w.start);
-    e = static_cast<int32_t>(w.end);
+    const int32_t len = a.dilation == 1 ? a.length : group_len(a, g);
+    const int32_t st = a.stride;
+    const int32_t lead0 = st == 1 ? local : (local / st) * st;
+    if (a.causal) {
+      int32_t leader = lead0 + st - 1;
+      leader = leader < len - 1 ? leader : len - 1;
+      const int32_t start = leader - a.kernel + 1;
+      s = start > 0 ? start : 0;
+      e = local + 1 < len ? local + 1 : len;
+    } else {
+      const int32_t left = a.kernel >> 1;
+      const int32_t right = (a.kernel >> 1) + (a.kernel & 1) - 1;
+      int32_t leader = lead0 + (st >> 1);
+      leader = leader < len - 1 ? leader : len - 1;
+      int32_t start = leader - left > 0 ? leader - left : 0;
+      if (leader + right >= len) start += len - right - leader - 1;
+      s = start;
+      e = start + a.kernel;
+    }
   }
 
   __host__ __device__ __forceinline__ int64_t num_q_tiles() const {
