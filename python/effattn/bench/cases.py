@@ -20,4 +20,4 @@ class Case:
     impls: list
     bwd_factor: float = 2.5
     x: Dict[str, float] = field(default_factory=dict)  # plot coordinates (window, N, ...)
-    note: Optional[str] = None
+    bytes_fwd: Optional[float] = None  # memory-bound problems: bytes the forward must move

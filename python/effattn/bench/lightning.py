@@ -3,7 +3,7 @@ installed), causal dense attention, and on the CPU the O(N²) masked reference."
 import torch
 import torch.nn.functional as F
 
-from ..lightning import lightning_attn
+from ..lightning import lightning_attn, lightning_decode
 from ..reference import lightning_reference
 from .cases import Case, Impl
 from .na import closure
@@ -12,6 +12,9 @@ from .na import closure
 GPU_PROBLEMS = [(4, 32, 8192, 128), (1, 32, 65536, 128), (8, 16, 4096, 64)]
 CPU_PROBLEMS = [(1, 4, 512, 64), (1, 4, 1024, 64), (1, 4, 2048, 64), (1, 4, 4096, 64)]
 BLOCK = 64  # block size of the FLOP count (intra-block products + state products)
+# Decode: (batch, heads, head_dim); memory-bound, reported in GB/s of fp32 state read + write.
+GPU_DECODE = (64, 64, 128)
+CPU_DECODE = (8, 16, 64)
 
 
 def lightning_flops(batch, heads, n, d, e):
@@ -53,4 +56,19 @@ def make_cases(device, dtype, quick):
         cases.append(Case("lightning", f"B{batch} H{heads} N{n} D{dim}",
                           flops_fwd=lightning_flops(batch, heads, n, dim, dim), impls=impls,
                           x={"tokens": n}))
+    cases.append(_decode_case(device, dtype))
     return cases
+
+
+def _decode_case(device, dtype):
+    batch, heads, dim = GPU_DECODE if device == "cuda" else CPU_DECODE
+    slope = torch.linspace(0.05, 1.0, heads, device=device)
+
+    def setup():
+        q, k, v = (0.1 * torch.randn(batch, heads, dim, device=device, dtype=dtype) for _ in range(3))
+        state = torch.zeros(batch, heads, dim, dim, device=device, dtype=torch.float32)
+        return closure(lambda q, k, v: lightning_decode(q, k, v, slope, state), q, k, v)
+
+    state_bytes = batch * heads * dim * dim * 4
+    return Case("lightning", f"decode B{batch} H{heads} D{dim}", flops_fwd=4 * batch * heads * dim * dim,
+                impls=[Impl("effattn", setup, backward=False)], bytes_fwd=2 * state_bytes, x={"decode": 1})

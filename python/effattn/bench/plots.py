@@ -46,7 +46,7 @@ def plot_na_speedup(rows, out_dir, title_suffix):
 
 def plot_lightning_time(rows, out_dir, title_suffix):
     """Forward time against sequence length for every implementation."""
-    rows = [r for r in rows if r["suite"] == "lightning" and r.get("fwd_ms")]
+    rows = [r for r in rows if r["suite"] == "lightning" and r.get("fwd_ms") and "tokens" in r]
     if not rows:
         return None
     plt = _pyplot()

@@ -4,11 +4,11 @@ import subprocess
 
 import torch
 
-from . import lightning, na
+from . import block_sparse, lightning, na, sparse
 from .progress import Progress
 from .timing import tflops, time_impl
 
-SUITES = {"na": na, "lightning": lightning}
+SUITES = {"na": na, "bs": block_sparse, "sparse": sparse, "lightning": lightning}
 
 
 def run_suites(names, device, dtype, quick):
@@ -26,6 +26,8 @@ def run_suites(names, device, dtype, quick):
                 row.update(fwd_ms=result["fwd"], bwd_ms=result["bwd"],
                            fwd_tflops=tflops(case.flops_fwd, result["fwd"]),
                            bwd_tflops=tflops(case.flops_fwd * case.bwd_factor, result["bwd"]))
+                if case.bytes_fwd:
+                    row["fwd_gbps"] = case.bytes_fwd / (result["fwd"] * 1e-3) / 1e9
             rows.append(row)
     return rows
 
@@ -50,12 +52,12 @@ def format_table(rows):
     """Markdown table: one line per (problem, implementation); effattn's speed-up over each
     peer (peer time / effattn time) in the last columns."""
     ours = {(r["suite"], r["problem"]): r for r in rows if r["impl"] == "effattn" and "error" not in r}
-    lines = ["| problem | implementation | fwd ms | fwd TF/s | bwd ms | bwd TF/s | effattn speed-up fwd / bwd |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| problem | implementation | fwd ms | fwd TF/s | bwd ms | bwd TF/s | effattn speed-up fwd / bwd | note |",
+             "|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec: format(v, spec) if isinstance(v, (int, float)) and v == v else "–"  # noqa: E731
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['problem']} | {r['impl']} | error: {r['error'][:70]} | | | | |")
+            lines.append(f"| {r['problem']} | {r['impl']} | error | | | | | {r['error'][:90]} |")
             continue
         mine = ours.get((r["suite"], r["problem"]))
         speedup = "–"
@@ -63,6 +65,7 @@ def format_table(rows):
             parts = [fmt(r[key] / mine[key], ".2f") + "x" if r.get(key) and mine.get(key) else "–"
                      for key in ("fwd_ms", "bwd_ms")]
             speedup = " / ".join(parts)
+        note = f"{r['fwd_gbps']:.0f} GB/s" if "fwd_gbps" in r else ""
         lines.append(f"| {r['problem']} | {r['impl']} | {fmt(r['fwd_ms'], '.3f')} | {fmt(r['fwd_tflops'], '.3g')} | "
-                     f"{fmt(r['bwd_ms'], '.3f')} | {fmt(r['bwd_tflops'], '.3g')} | {speedup} |")
+                     f"{fmt(r['bwd_ms'], '.3f')} | {fmt(r['bwd_tflops'], '.3g')} | {speedup} | {note} |")
     return "\n".join(lines)
