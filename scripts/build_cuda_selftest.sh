@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Builds the torch-free CUDA NA kernels and the standalone self-test binary:
-#   build/cuda/na_cuda_selftest        (run it; `--bench` for timings)
-#   build/cuda/ptxas.log               (-Xptxas -v resource usage per kernel)
+# Builds a family's torch-free CUDA kernels and its standalone self-test binary:
+#   bash scripts/build_cuda_selftest.sh [na|lightning]     (default: na)
+#   build/cuda/na_cuda_selftest, build/lightning/lightning_cuda_selftest   (`--bench` for timings)
+#   <build dir>/ptxas.log, ptxas_summary.txt   (-Xptxas -v resource usage per kernel)
 # Env: EFFATTN_CUDA_ARCHS  e.g. "90a" (default) or "80;90a"
 #      CUTLASS_INCLUDE     CUTLASS/CuTe include dir (default: from the nvidia-cutlass wheel)
 #      NVCC                nvcc to use (default: nvcc on PATH, else /usr/local/cuda/bin/nvcc)
 #      JOBS                parallel compile jobs (default: nproc)
 #      EXTRA_NVCC_FLAGS    extra nvcc flags, e.g. "-DEFFATTN_FWD_WARPS=4" (tuning variants)
-#      BUILD_DIR           output folder (default: build/cuda)
+#      BUILD_DIR           output folder (default: build/cuda for na, build/lightning for lightning)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${BUILD_DIR:-${ROOT}/build/cuda}"
+TARGET="${1:-na}"
+case "${TARGET}" in
+  na) DEFAULT_DIR="${ROOT}/build/cuda" ;;
+  lightning) DEFAULT_DIR="${ROOT}/build/lightning" ;;
+  *) echo "unknown target '${TARGET}' (na or lightning)" >&2; exit 2 ;;
+esac
+OUT="${BUILD_DIR:-${DEFAULT_DIR}}"
 mkdir -p "${OUT}/obj"
 
 NVCC="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
@@ -39,14 +46,7 @@ if [[ -n "${CUTLASS_INCLUDE}" && -d "${CUTLASS_INCLUDE}" ]]; then
   FLAGS+=(-I"${CUTLASS_INCLUDE}")
 fi
 
-SOURCES=(
-  "${ROOT}/csrc/kernels/na_fwd_f16.cu"
-  "${ROOT}/csrc/kernels/na_fwd_bf16.cu"
-  "${ROOT}/csrc/kernels/na_bwd_f16.cu"
-  "${ROOT}/csrc/kernels/na_bwd_bf16.cu"
-  "${ROOT}/csrc/kernels/na_api.cu"
-  "${ROOT}/tests/cuda/na_cuda_selftest.cu"
-)
+SOURCES=("${ROOT}"/csrc/kernels/"${TARGET}"_*.cu "${ROOT}/tests/cuda/${TARGET}_cuda_selftest.cu")
 
 echo "nvcc: ${NVCC}"
 echo "archs: ${ARCHS}  jobs: ${JOBS}"
@@ -63,8 +63,8 @@ printf '%s\n' "${SOURCES[@]}" | xargs -P "${JOBS}" -I{} bash -c '
   fi' _ "${FLAGS[@]}" "${GENCODE[@]}"
 
 cat "${OUT}"/obj/*.log > "${OUT}/ptxas.log"
-"${NVCC}" "${GENCODE[@]}" -o "${OUT}/na_cuda_selftest" "${OUT}"/obj/*.o
-echo "built ${OUT}/na_cuda_selftest"
+"${NVCC}" "${GENCODE[@]}" -o "${OUT}/${TARGET}_cuda_selftest" "${OUT}"/obj/*.o
+echo "built ${OUT}/${TARGET}_cuda_selftest"
 
 # Resource summary: one line per kernel (registers, spills, shared memory).
 python3 - "${OUT}/ptxas.log" <<'PY' | tee "${OUT}/ptxas_summary.txt"
@@ -80,7 +80,8 @@ for line in open(sys.argv[1]):
     m = re.search(r"Used (\d+) registers", line)
     if m and cur:
         name = cur
-        for k in ("attn_fwd_kernel", "attn_bwd_kv_kernel", "attn_bwd_delta_kernel", "attn_bwd_dq_kernel"):
+        for k in ("attn_fwd_kernel", "attn_bwd_kv_kernel", "attn_bwd_delta_kernel", "attn_bwd_dq_kernel",
+                  "chunk_kernel", "scan_kernel", "decode_kernel"):
             if k in cur: name = k
         dt = "bf16" if "nv_bfloat16" in cur else ("f16" if "__half" in cur else "")
         dm = re.findall(r"Li(\d+)E", cur)

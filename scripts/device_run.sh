@@ -1,47 +1,75 @@
 #!/usr/bin/env bash
-# One call on the GPU machine: build (torch extension for sm_90a + the standalone CUDA
-# self-test, in parallel), run the self-test, the CUDA pytest suite and the NA benchmark,
-# and print a short summary last. Logs go to $OUT (default build/device_out).
-#   bash scripts/device_run.sh [stages...]   stages: selftest pytest sanitize bench (default all but sanitize)
-#   BENCH_SUITES=na,lightning picks the `python -m effattn bench` suites.
+# One call on the GPU machine: build (the torch extension for sm_90a and the standalone CUDA
+# self-tests, in parallel), run the self-tests, the CUDA pytest files (one process each, so
+# one crash cannot hide the others' results) and `python -m effattn bench`, and print a
+# short summary last. Everything that comes back lands in $OUT (default build/device_out):
+# logs.txt, and per bench group its bench.json and PNG plot.
+#   bash scripts/device_run.sh [stages...]   stages: selftest pytest bench sanitize
+#   BENCH_GROUPS="na,bs lightning"           one bench process per group
+# Wheels in .whl/ (e.g. fla-core for the lightning peer) are installed to /tmp/site first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/device_out}
 mkdir -p "$OUT"
+LOG="$OUT/logs.txt"
 STAGES=${*:-selftest pytest bench}
 export PYTHONUNBUFFERED=1 EFFATTN_CUDA=1 EFFATTN_CUDA_ARCHS=${EFFATTN_CUDA_ARCHS:-90a}
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 summary=()
-note() { summary+=("$1"); echo "== $1"; }
+note() { summary+=("$1"); echo "== $1" | tee -a "$LOG"; }
+section() { echo "===== $1" >> "$LOG"; }
+
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >> "$LOG" 2>&1
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 t0=$(date +%s)
-(python3 setup.py build_ext --inplace > "$OUT/build_ext.log" 2>&1; echo $? > "$OUT/build_ext.rc") &
-(bash scripts/build_cuda_selftest.sh > "$OUT/build_selftest.log" 2>&1; echo $? > "$OUT/build_selftest.rc") &
+(python3 setup.py build_ext --inplace > build_ext.log 2>&1; echo $? > build_ext.rc) &
+(bash scripts/build_cuda_selftest.sh na > build_na.log 2>&1; echo $? > build_na.rc) &
+(bash scripts/build_cuda_selftest.sh lightning > build_lightning.log 2>&1; echo $? > build_lightning.rc) &
 wait
-note "build: extension rc=$(cat "$OUT/build_ext.rc"), selftest rc=$(cat "$OUT/build_selftest.rc") ($(( $(date +%s) - t0 )) s)"
-[ "$(cat "$OUT/build_ext.rc")" = 0 ] || tail -30 "$OUT/build_ext.log"
-[ "$(cat "$OUT/build_selftest.rc")" = 0 ] || tail -30 "$OUT/build_selftest.log"
+for b in ext na lightning; do
+  section "build $b"; tail -40 "build_$b.log" >> "$LOG"
+done
+note "build: extension rc=$(cat build_ext.rc), na selftest rc=$(cat build_na.rc), lightning selftest rc=$(cat build_lightning.rc) ($(( $(date +%s) - t0 )) s)"
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader | head -1 | sed 's/^/gpu: /'
-python3 -c "import torch; print('torch', torch.__version__)"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | sed 's/^/gpu: /' | tee -a "$LOG"
+python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOG"
 
 for stage in $STAGES; do
   case $stage in
     selftest)
-      timeout 300 build/cuda/na_cuda_selftest > "$OUT/selftest.log" 2>&1; rc=$?
-      grep -E "FAIL|mismatch" "$OUT/selftest.log" | head -20
-      note "selftest rc=$rc: $(tail -1 "$OUT/selftest.log")" ;;
+      for t in na lightning; do
+        section "selftest $t"
+        dir=build/cuda; [ "$t" = lightning ] && dir=build/lightning
+        timeout 120 "$dir/${t}_cuda_selftest" > st.log 2>&1; rc=$?
+        cat st.log >> "$LOG"
+        note "selftest $t rc=$rc: $(tail -1 st.log)"
+      done ;;
     pytest)
-      timeout 400 python3 -m pytest tests/cuda -q -p no:cacheprovider > "$OUT/pytest_cuda.log" 2>&1; rc=$?
-      grep -E "^FAILED|Error" "$OUT/pytest_cuda.log" | head -20
-      note "pytest tests/cuda rc=$rc: $(tail -1 "$OUT/pytest_cuda.log")" ;;
+      for f in tests/cuda/test_*.py; do
+        section "pytest $f"
+        timeout 180 python3 -m pytest "$f" -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
+        cat pt.log >> "$LOG"
+        note "pytest $(basename "$f") rc=$rc: $(tail -1 pt.log)"
+      done ;;
     sanitize)
-      timeout 300 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2D}" > "$OUT/memcheck.log" 2>&1; rc=$?
-      note "memcheck rc=$rc: $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)" ;;
+      section "memcheck"
+      timeout 240 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?
+      cat ms.log >> "$LOG"
+      note "memcheck rc=$rc: $(grep -E 'ERROR SUMMARY' ms.log | tail -1)" ;;
     bench)
-      timeout 420 python3 -m effattn bench --only "${BENCH_SUITES:-na}" --out "$OUT" > "$OUT/bench.log" 2>&1; rc=$?
-      note "bench rc=$rc"
-      cat "$OUT/bench.md" 2>/dev/null || tail -20 "$OUT/bench.log" ;;
+      for group in ${BENCH_GROUPS:-na,bs lightning}; do
+        dir="/tmp/bench_${group//,/_}"
+        section "bench $group"
+        timeout "${BENCH_TIMEOUT:-300}" python3 -m effattn bench --only "$group" --out "$dir" > bn.log 2>&1; rc=$?
+        cat bn.log >> "$LOG"
+        mkdir -p "$OUT/bench_${group//,/_}"
+        cp "$dir"/bench.json "$dir"/*.png "$OUT/bench_${group//,/_}/" 2>/dev/null
+        note "bench $group rc=$rc"
+        cat "$dir/bench.md" 2>/dev/null || tail -5 bn.log
+      done ;;
   esac
 done
 echo; echo "== summary"; printf '%s\n' "${summary[@]}"

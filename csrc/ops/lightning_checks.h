@@ -8,22 +8,9 @@
 #include <cstdint>
 #include <optional>
 
-namespace effattn {
+#include "effattn/lightning_problem.h"
 
-// One lightning-attention problem: q, k [B, N, H, D], v [B, N, H, E], states
-// [num_states, H, D, E]. Without cu_seqlens there is one sequence per batch row
-// (num_states == B); with cu_seqlens, B == 1 and num_states == len(cu_seqlens) - 1.
-// (Torch-free on purpose: it can move to include/effattn/ once the CUDA kernels need it.)
-struct LightningProblem {
-  int64_t batch = 0;
-  int64_t tokens = 0;
-  int64_t heads = 0;
-  int64_t dim_k = 0;  // D
-  int64_t dim_v = 0;  // E
-  int64_t num_states = 0;
-  bool varlen = false;
-  double scale = 1.0;
-};
+namespace effattn {
 
 // The dtype of states (initial/final/decode): float64 for float64 inputs, else float32.
 at::ScalarType lightning_state_dtype(at::ScalarType input_dtype);

@@ -169,10 +169,22 @@ _KERNEL_DEVICES = frozenset(
     if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::lightning_attn", key))
 
 
-def _check_device(q, name):
+def _check_device(q, name, v=None):
     if q.device.type not in _KERNEL_DEVICES:
         raise NotImplementedError(
             f"effattn.{name}: this build of effattn has no kernel for device '{q.device.type}'")
+    if q.device.type == "cuda":
+        # What the CUDA kernels cover (the C++ binding checks the same before any launch).
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            raise NotImplementedError(f"effattn.{name} on CUDA supports float16 and bfloat16, got "
+                                      f"{q.dtype} (use the CPU op or cast)")
+        d, e = q.shape[-1], (v if v is not None else q).shape[-1]
+        if name == "lightning_attn" and not (d == e and d in (64, 128)):
+            raise NotImplementedError(f"effattn.{name} on CUDA supports head dims D == E in {{64, 128}}, "
+                                      f"got D = {d}, E = {e} (use the CPU op)")
+        if name == "lightning_decode" and not (d in (64, 128) and e in (64, 128)):
+            raise NotImplementedError(f"effattn.{name} on CUDA supports head dims D, E in {{64, 128}}, "
+                                      f"got D = {d}, E = {e} (use the CPU op)")
 
 
 # ---- fake kernels and autograd -----------------------------------------------------------------
@@ -237,7 +249,7 @@ def lightning_attn(q, k, v, slope, scale=1.0, initial_state=None, output_final_s
     """
     scale = float(scale)
     _check_attn_args(q, k, v, slope, scale, initial_state, cu_seqlens, values=True)
-    _check_device(q, "lightning_attn")
+    _check_device(q, "lightning_attn", v)
     return torch.ops.effattn.lightning_attn(q, k, v, slope, scale, initial_state,
                                             bool(output_final_state), cu_seqlens)
 
@@ -251,7 +263,7 @@ def lightning_decode(q, k, v, slope, state, scale=1.0):
     """
     scale = float(scale)
     _check_decode_args(q, k, v, slope, state, scale)
-    _check_device(q, "lightning_decode")
+    _check_device(q, "lightning_decode", v)
     return torch.ops.effattn.lightning_decode(q, k, v, slope, state, scale)
 
 
