@@ -33,7 +33,7 @@ def test_bench_writes_json_and_png_and_compare_flags_a_regression(tmp_path, caps
     assert main(["bench", "--device", "cpu", "--quick", "--out", str(out)]) == 0
     data = json.loads((out / "bench.json").read_text())
     assert data["meta"]["device"] == "cpu"
-    assert {r["suite"] for r in data["rows"]} == {"na", "lightning"}
+    assert {r["suite"] for r in data["rows"]} == {"na", "bs", "sparse", "lightning"}
     for png in ("na_speedup.png", "lightning_time.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
