@@ -32,6 +32,10 @@ __all__ = ["quantize_qk", "estimate_block_mask", "sparse_prefill_attention", "ca
            "block_density"]
 
 _BLOCK_SIZES = (64, 128)
+# Devices this build has estimation kernels for (read once: dynamo cannot trace the query).
+_KERNEL_DEVICES = frozenset(
+    device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+    if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::estimate_block_mask", key))
 
 
 @torch.library.register_fake("effattn::smooth_quantize")
@@ -72,6 +76,9 @@ def _check_options(q, k, block_size, sink_tokens, local_tokens, is_causal, bits,
                                   "is emulated on Hopper, ~54 TOPS vs ~1230 for int8)")
     if quant_block < 1:
         raise ValueError(f"quant_block must be >= 1 (1: one scale per token), got {quant_block}")
+    if q.device.type not in _KERNEL_DEVICES:
+        raise NotImplementedError(f"effattn.estimate_block_mask: this build has no estimation kernel for "
+                                  f"device '{q.device.type}' (CUDA estimation is not implemented yet)")
 
 
 def _log_threshold(threshold, heads, device):
