@@ -5,7 +5,7 @@
 # short summary last. Everything that comes back lands in $OUT (default build/device_out):
 # logs.txt, and per bench group its bench.json and PNG plot.
 #   bash scripts/device_run.sh [stages...]   stages: selftest pytest bench sanitize
-#   BENCH_GROUPS="na,bs lightning"           one bench process per group
+#   BENCH_GROUPS="na bs lightning"           one bench process per group (each with its timeout)
 # Wheels in .whl/ (e.g. fla-core for the lightning peer) are installed to /tmp/site first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,14 +43,14 @@ for stage in $STAGES; do
       for t in na lightning; do
         section "selftest $t"
         dir=build/cuda; [ "$t" = lightning ] && dir=build/lightning
-        timeout 120 "$dir/${t}_cuda_selftest" > st.log 2>&1; rc=$?
+        timeout 60 "$dir/${t}_cuda_selftest" > st.log 2>&1; rc=$?
         cat st.log >> "$LOG"
         note "selftest $t rc=$rc: $(tail -1 st.log)"
       done ;;
     pytest)
       for f in tests/cuda/test_*.py; do
         section "pytest $f"
-        timeout 180 python3 -m pytest "$f" -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
+        timeout 120 python3 -m pytest "$f" -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
         cat pt.log >> "$LOG"
         note "pytest $(basename "$f") rc=$rc: $(tail -1 pt.log)"
       done ;;
@@ -60,10 +60,10 @@ for stage in $STAGES; do
       cat ms.log >> "$LOG"
       note "memcheck rc=$rc: $(grep -E 'ERROR SUMMARY' ms.log | tail -1)" ;;
     bench)
-      for group in ${BENCH_GROUPS:-na,bs lightning}; do
+      for group in ${BENCH_GROUPS:-na bs lightning}; do
         dir="/tmp/bench_${group//,/_}"
         section "bench $group"
-        timeout "${BENCH_TIMEOUT:-300}" python3 -m effattn bench --only "$group" --out "$dir" > bn.log 2>&1; rc=$?
+        timeout "${BENCH_TIMEOUT:-150}" python3 -m effattn bench --only "$group" --out "$dir" > bn.log 2>&1; rc=$?
         cat bn.log >> "$LOG"
         mkdir -p "$OUT/bench_${group//,/_}"
         cp "$dir"/bench.json "$dir"/*.png "$OUT/bench_${group//,/_}/" 2>/dev/null

@@ -1,0 +1,315 @@
+// Launch templates of CUDA block-sparse attention: the SM80-class core kernels
+// (attn_fwd_sm80.cuh, attn_bwd_sm80.cuh) instantiated with BlockListPolicy. Included only by
+// the instantiation units csrc/kernels/bs_{fwd,bwd}_{f16,bf16}.cu; bs_api.cu dispatches.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "effattn/block_sparse_cuda.h"
+#include "effattn/cuda/attn_bwd_sm80.cuh"
+#include "effattn/cuda/attn_fwd_sm80.cuh"
+#include "effattn/cuda/block_list_policy.cuh"
+
+namespace effattn {
+namespace cuda {
+
+// Same kernel shapes as the NA launcher (na_launch.cuh): forward 4 warps (BM = 64, kMT = 1),
+// 2 CTAs/SM; dQ 4 warps (BM = 64); dK/dV 4 warps (BN = 64), query tile 32 (D = 128) or 64.
+template <int D>
+struct BsCfg {
+  static constexpr int kFwdWarps = 4;
+  static constexpr int kFwdMinBlocks = 2;
+  static constexpr int kDqWarps = 4;
+  static constexpr int kDqMinBlocks = 1;
+  static constexpr int kBwdWarps = 4;
+  static constexpr int kBMb = D == 128 ? 32 : 64;
+  static constexpr int kBwdMinBlocks = 1;
+};
+
+inline int bs_ilog2(int x) {
+  int l = 0;
+  while ((1 << (l + 1)) <= x) ++l;
+  return l;
+}
+
+// 1D strides: token[0] = N axis; batch stride 0 for packed varlen (coordinates absolute).
+inline CoreStrides bs_core_strides(const TensorStrides& s, bool varlen) {
+  CoreStrides c;
+  c.batch = varlen ? 0 : s.batch;
+  c.token[0] = s.token[0];
+  c.token[1] = 0;
+  c.token[2] = 0;
+  c.head = s.head;
+  return c;
+}
+
+inline bool bs_varlen(const BlockSparseParams& p) { return p.cu_seqlens_q != nullptr; }
+inline int64_t bs_grid_batch(const BlockSparseParams& p) {
+  return bs_varlen(p) ? p.num_seqs : p.batch;
+}
+inline int64_t bs_max_q(const BlockSparseParams& p) {
+  return bs_varlen(p) ? p.max_q_len : p.q_tokens;
+}
+inline int64_t bs_max_k(const BlockSparseParams& p) {
+  return bs_varlen(p) ? p.max_k_len : p.k_tokens;
+}
+
+inline BlockListPolicy make_block_list_policy(const BlockSparseParams& p, int q_tile_rows) {
+  BlockListPolicy pol;
+  pol.kv_num_blocks = p.kv_num_blocks;
+  pol.kv_indices = p.kv_indices;
+  pol.q_num_blocks = p.q_num_blocks;
+  pol.q_indices = p.q_indices;
+  pol.nb_stride[0] = p.kv_num_blocks_strides.batch;
+  pol.nb_stride[1] = p.kv_num_blocks_strides.head;
+  pol.nb_stride[2] = p.kv_num_blocks_strides.block;
+  pol.ix_stride[0] = p.kv_indices_strides.batch;
+  pol.ix_stride[1] = p.kv_indices_strides.head;
+  pol.ix_stride[2] = p.kv_indices_strides.block;
+  pol.qnb_stride[0] = p.q_num_blocks_strides.batch;
+  pol.qnb_stride[1] = p.q_num_blocks_strides.head;
+  pol.qnb_stride[2] = p.q_num_blocks_strides.block;
+  pol.qix_stride[0] = p.q_indices_strides.batch;
+  pol.qix_stride[1] = p.q_indices_strides.head;
+  pol.qix_stride[2] = p.q_indices_strides.block;
+  pol.cu_q = p.cu_seqlens_q;
+  pol.cu_k = p.cu_seqlens_k;
+  pol.q_tokens = static_cast<int32_t>(p.q_tokens);
+  pol.k_tokens = static_cast<int32_t>(p.k_tokens);
+  pol.block_q = static_cast<int32_t>(p.block_q);
+  pol.block_k = static_cast<int32_t>(p.block_k);
+  pol.q_log = bs_ilog2(q_tile_rows);
+  pol.causal = p.is_causal ? 1 : 0;
+  pol.head_mul = 1;
+  pol.head_add = 0;
+  return pol;
+}
+
+template <typename T, int D>
+cudaError_t launch_bs_forward(const BlockSparseParams& p, cudaStream_t stream) {
+  constexpr int kWarps = BsCfg<D>::kFwdWarps;
+  using Cfg = FwdConfig<D, kWarps, 1>;
+  const bool vl = bs_varlen(p);
+  const BlockListPolicy pol = make_block_list_policy(p, Cfg::BM);
+  FwdArgs a;
+  a.q = p.q;
+  a.k = p.k;
+  a.v = p.v;
+  a.o = p.o;
+  a.lse = p.lse;
+  a.sq = bs_core_strides(p.q_strides, vl);
+  a.sk = bs_core_strides(p.k_strides, vl);
+  a.sv = bs_core_strides(p.v_strides, vl);
+  a.so = bs_core_strides(p.o_strides, vl);
+  a.slse = bs_core_strides(p.lse_strides, vl);
+  a.heads = static_cast<int32_t>(p.heads);
+  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  auto kernel = attn_fwd_kernel<T, D, kWarps, 1, BsCfg<D>::kFwdMinBlocks, BlockListPolicy>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = (bs_max_q(p) + Cfg::BM - 1) / Cfg::BM;
+  if (tiles == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.heads),
+                  static_cast<unsigned>(bs_grid_batch(p)));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+  return cudaGetLastError();
+}
+
+// out[i] = sum_g part[g * n + i] (fp32 sum), i over the contiguous [B, Nk, H_kv, D] elements,
+// written to out under its strides. Two elements per thread (D is even).
+template <typename T>
+__global__ void __launch_bounds__(256)
+    bs_sum_partials_kernel(const T* part, int64_t n, int32_t groups, T* out, CoreStrides so,
+                           int64_t tokens, int64_t kv_heads, int64_t head_dim) {
+  using Tr = ElemTraits<T>;
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t i = pair * 2;
+  if (i >= n) return;
+  float x = 0.f, y = 0.f;
+  for (int32_t g = 0; g < groups; ++g) {
+    const float2 f = Tr::unpack(*reinterpret_cast<const uint32_t*>(part + g * n + i));
+    x += f.x;
+    y += f.y;
+  }
+  const int64_t d = i % head_dim;
+  const int64_t hk = (i / head_dim) % kv_heads;
+  const int64_t t = (i / (head_dim * kv_heads)) % tokens;
+  const int64_t b = i / (head_dim * kv_heads * tokens);
+  T* dst = out + b * so.batch + t * so.token[0] + hk * so.head + d;
+  *reinterpret_cast<uint32_t*>(dst) = Tr::pack(x, y);
+}
+
+inline size_t bs_align256(size_t x) { return (x + 255) & ~size_t(255); }
+
+template <typename T, int D>
+cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) {
+  const bool vl = bs_varlen(p);
+  const int64_t group = p.heads / p.kv_heads;
+  const int64_t batch_grid = bs_grid_batch(p);
+  unsigned char* ws = static_cast<unsigned char*>(p.workspace);
+  float* delta = reinterpret_cast<float*>(ws);
+  const size_t delta_bytes = bs_align256(sizeof(float) * static_cast<size_t>(p.batch * p.q_tokens * p.heads));
+  // Contiguous [B, Nq, H] delta.
+  CoreStrides sdelta_full;
+  sdelta_full.head = 1;
+  sdelta_full.token[0] = p.heads;
+  sdelta_full.token[1] = 0;
+  sdelta_full.token[2] = 0;
+  sdelta_full.batch = p.q_tokens * p.heads;
+  CoreStrides sdelta = sdelta_full;
+  if (vl) sdelta.batch = 0;
+  cudaError_t err;
+  {
+    TokenSpace ts;
+    ts.batch = p.batch;
+    ts.len[0] = p.q_tokens;
+    ts.len[1] = 1;
+    ts.len[2] = 1;
+    ts.heads = static_cast<int32_t>(p.heads);
+    const int64_t rows = p.batch * p.q_tokens * p.heads;
+    const int64_t blocks = (rows + 7) / 8;
+    if (blocks > 0) {
+      attn_bwd_delta_kernel<T, D><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+          p.o, bs_core_strides(p.o_strides, false), p.dout, bs_core_strides(p.do_strides, false),
+          p.dlse, bs_core_strides(p.dlse_strides, false), delta, sdelta_full, ts);
+      err = cudaGetLastError();
+      if (err != cudaSuccess) return err;
+    }
+  }
+  // dK, dV: key-tile major. With per-head maps under GQA the transposed map differs between
+  // the query heads of one kv head, so the pass runs once per group member g (query heads
+  // kvh * G + g) into per-member partials, summed afterwards.
+  {
+    constexpr int kWarps = BsCfg<D>::kBwdWarps;
+    constexpr int kBMb = BsCfg<D>::kBMb;
+    using Cfg = BwdConfig<D, kWarps, kBMb>;
+    const bool split = p.per_head_maps && group > 1;
+    const int64_t kv_elems = p.batch * p.k_tokens * p.kv_heads * p.head_dim;
+    T* part_dk = reinterpret_cast<T*>(ws + delta_bytes);
+    T* part_dv = reinterpret_cast<T*>(ws + delta_bytes + bs_align256(sizeof(T) * kv_elems * group));
+    CoreStrides s_part;  // contiguous [B, Nk, H_kv, D]
+    s_part.head = p.head_dim;
+    s_part.token[0] = p.kv_heads * p.head_dim;
+    s_part.token[1] = 0;
+    s_part.token[2] = 0;
+    s_part.batch = vl ? 0 : p.k_tokens * p.kv_heads * p.head_dim;
+    BwdArgs a;
+    a.q = p.q;
+    a.k = p.k;
+    a.v = p.v;
+    a.dout = p.dout;
+    a.lse = p.lse;
+    a.delta = delta;
+    a.dk = p.dk;
+    a.dv = p.dv;
+    a.sq = bs_core_strides(p.q_strides, vl);
+    a.sk = bs_core_strides(p.k_strides, vl);
+    a.sv = bs_core_strides(p.v_strides, vl);
+    a.sdo = bs_core_strides(p.do_strides, vl);
+    a.slse = bs_core_strides(p.lse_strides, vl);
+    a.sdelta = sdelta;
+    a.sdk = bs_core_strides(p.dk_strides, vl);
+    a.sdv = bs_core_strides(p.dv_strides, vl);
+    a.heads = static_cast<int32_t>(p.heads);
+    a.kv_group = static_cast<int32_t>(group);
+    a.scale = p.scale;
+    a.scale_log2 = p.scale * 1.4426950408889634f;
+    auto kernel = attn_bwd_kv_kernel<T, D, kWarps, kBMb, BsCfg<D>::kBwdMinBlocks, BlockListPolicy>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const int64_t tiles = (bs_max_k(p) + Cfg::BN - 1) / Cfg::BN;
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.kv_heads),
+                    static_cast<unsigned>(batch_grid));
+    if (tiles > 0) {
+      if (!split) {
+        const BlockListPolicy pol = make_block_list_policy(p, kBMb);
+        kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+        err = cudaGetLastError();
+        if (err != cudaSuccess) return err;
+      } else {
+        for (int64_t g = 0; g < group; ++g) {
+          BwdArgs ag = a;
+          // Query head of CTA (kvh) = kvh * G + g: shift the bases by g heads, stride G heads.
+          ag.q = static_cast<const T*>(p.q) + g * p.q_strides.head;
+          ag.dout = static_cast<const T*>(p.dout) + g * p.do_strides.head;
+          ag.lse = p.lse + g * p.lse_strides.head;
+          ag.delta = delta + g * sdelta.head;
+          ag.sq.head = p.q_strides.head * group;
+          ag.sdo.head = p.do_strides.head * group;
+          ag.slse.head = p.lse_strides.head * group;
+          ag.sdelta.head = sdelta.head * group;
+          ag.kv_group = 1;
+          ag.dk = part_dk + g * kv_elems;
+          ag.dv = part_dv + g * kv_elems;
+          ag.sdk = s_part;
+          ag.sdv = s_part;
+          BlockListPolicy pol = make_block_list_policy(p, kBMb);
+          pol.head_mul = static_cast<int32_t>(group);
+          pol.head_add = static_cast<int32_t>(g);
+          kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(ag, pol);
+          err = cudaGetLastError();
+          if (err != cudaSuccess) return err;
+        }
+        const int64_t pairs = kv_elems / 2;
+        const int64_t blocks = (pairs + 255) / 256;
+        if (blocks > 0) {
+          bs_sum_partials_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+              part_dk, kv_elems, static_cast<int32_t>(group), static_cast<T*>(p.dk),
+              bs_core_strides(p.dk_strides, false), p.k_tokens, p.kv_heads, p.head_dim);
+          bs_sum_partials_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+              part_dv, kv_elems, static_cast<int32_t>(group), static_cast<T*>(p.dv),
+              bs_core_strides(p.dv_strides, false), p.k_tokens, p.kv_heads, p.head_dim);
+          err = cudaGetLastError();
+          if (err != cudaSuccess) return err;
+        }
+      }
+    }
+  }
+  // dQ: query-tile major.
+  {
+    constexpr int kWarps = BsCfg<D>::kDqWarps;
+    using Cfg = DqConfig<D, kWarps>;
+    const BlockListPolicy pol = make_block_list_policy(p, Cfg::BM);
+    DqArgs a;
+    a.q = p.q;
+    a.k = p.k;
+    a.v = p.v;
+    a.dout = p.dout;
+    a.lse = p.lse;
+    a.delta = delta;
+    a.dq = p.dq;
+    a.sq = bs_core_strides(p.q_strides, vl);
+    a.sk = bs_core_strides(p.k_strides, vl);
+    a.sv = bs_core_strides(p.v_strides, vl);
+    a.sdo = bs_core_strides(p.do_strides, vl);
+    a.slse = bs_core_strides(p.lse_strides, vl);
+    a.sdelta = sdelta;
+    a.sdq = bs_core_strides(p.dq_strides, vl);
+    a.heads = static_cast<int32_t>(p.heads);
+    a.kv_group = static_cast<int32_t>(group);
+    a.scale = p.scale;
+    a.scale_log2 = p.scale * 1.4426950408889634f;
+    auto kernel = attn_bwd_dq_kernel<T, D, kWarps, BsCfg<D>::kDqMinBlocks, BlockListPolicy>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+    if (err != cudaSuccess) return err;
+    const int64_t tiles = (bs_max_q(p) + Cfg::BM - 1) / Cfg::BM;
+    if (tiles > 0) {
+      const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.heads),
+                      static_cast<unsigned>(batch_grid));
+      kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+      err = cudaGetLastError();
+    }
+  }
+  return err;
+}
+
+#define EFFATTN_BS_DECLARE(T, D)                                                                 \
+  extern template cudaError_t launch_bs_forward<T, D>(const BlockSparseParams&, cudaStream_t); \
+  extern template cudaError_t launch_bs_backward<T, D>(const BlockSparseParams&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace effattn
