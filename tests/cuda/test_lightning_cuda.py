@@ -159,10 +159,14 @@ def test_fla_equality():
     msg = (f"rel(o, fla) {rel(o, o_fla):.2e}, rel(final, fla) {rel(f, f_fla):.2e}, rel(o, ref64) "
            f"{rel(o, o_ref):.2e}, rel(fla, ref64) {rel(o_fla, o_ref):.2e}, rel(final, ref64) {rel(f, f_ref):.2e}, "
            f"rel(fla final, ref64) {rel(f_fla, f_ref):.2e}")
-    assert rel(o, o_fla) < 1e-2 and rel(f, f_fla) < 1e-2, msg
+    assert rel(o, o_fla) < 1e-2, msg
     # and about as close to the fp64 reference as fla
     assert rel(o, o_ref) <= 2 * rel(o_fla, o_ref) + 2e-3, msg
-    assert rel(f, f_ref) <= 2 * rel(f_fla, f_ref) + 2e-3, msg
+    assert rel(f, f_ref) < 1e-3, msg
+    # fla 0.6.0 returned a NaN final state for this input on the H200 (2026-11-28 run); compare
+    # with it only where it is finite.
+    if torch.isfinite(f_fla).all():
+        assert rel(f, f_fla) < 1e-2 and rel(f, f_ref) <= 2 * rel(f_fla, f_ref) + 2e-3, msg
 
 
 def test_slope_grad_not_implemented():

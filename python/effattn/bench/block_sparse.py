@@ -52,6 +52,7 @@ def make_cases(device, dtype, quick):
             def flex_setup(num_blocks=num_blocks, indices=indices):
                 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+                torch._dynamo.reset()  # see na._flex: no silent eager fallback
                 flex = torch.compile(flex_attention, dynamic=False)
                 mask = BlockMask.from_kv_blocks(num_blocks, indices, BLOCK_SIZE=block,
                                                 mask_mod=lambda b, h, q_idx, kv_idx: q_idx >= kv_idx,

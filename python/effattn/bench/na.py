@@ -57,15 +57,13 @@ def _mask_mod(grid, kernel):
     return mask_mod
 
 
-_FLEX = {}
-
-
 def _flex():
-    if "fn" not in _FLEX:
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
-        _FLEX["mask"] = create_block_mask
-    return _FLEX["fn"], _FLEX["mask"]
+    """A freshly compiled flex_attention: resetting dynamo per problem keeps the recompile
+    limit from silently falling back to the eager path (which materialises N×N scores)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    torch._dynamo.reset()
+    return torch.compile(flex_attention, dynamic=False), create_block_mask
 
 
 def make_cases(device, dtype, quick):

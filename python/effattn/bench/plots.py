@@ -26,11 +26,14 @@ def plot_na_speedup(rows, out_dir, title_suffix):
     dense = _ms(rows, dense_name)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
+    # One point per problem (problems differ in grid, batch and head dim, so no lines).
     for rank in sorted({r["rank"] for r in ours.values()}):
-        points = sorted((r["window"], dense[p]["fwd_ms"] / r["fwd_ms"])
-                        for p, r in ours.items() if r["rank"] == rank and p in dense)
+        points = [(r["window"], dense[p]["fwd_ms"] / r["fwd_ms"], p)
+                  for p, r in ours.items() if r["rank"] == rank and p in dense]
         if points:
-            ax.plot(*zip(*points), marker="o", label=f"{rank}D")
+            ax.scatter([x for x, _, _ in points], [y for _, y, _ in points], label=f"{rank}D", zorder=3)
+            for x, y, name in points:
+                ax.annotate(name.split(" B")[0], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("window size (keys per query)")

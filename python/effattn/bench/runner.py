@@ -1,6 +1,7 @@
 """Runs the suites' cases, prints the table and returns JSON-ready rows."""
 import datetime
 import subprocess
+import sys
 
 import torch
 
@@ -29,6 +30,10 @@ def run_suites(names, device, dtype, quick):
                 if case.bytes_fwd:
                     row["fwd_gbps"] = case.bytes_fwd / (result["fwd"] * 1e-3) / 1e9
             rows.append(row)
+            if not sys.stdout.isatty():  # logs get one line per timing, as it happens
+                times = " | ".join(f"{key[:3]} {row[key]:.3f} ms" for key in ("fwd_ms", "bwd_ms") if row.get(key))
+                print(f"[{progress.done}/{progress.total}] {case.problem} | {impl.name} | "
+                      f"{times or row.get('error', '')}", flush=True)
     return rows
 
 
