@@ -34,7 +34,8 @@ def test_bench_writes_json_and_png_and_compare_flags_a_regression(tmp_path, caps
     data = json.loads((out / "bench.json").read_text())
     assert data["meta"]["device"] == "cpu"
     assert {r["suite"] for r in data["rows"]} == {"na", "bs", "sparse", "lightning"}
-    for png in ("na_speedup.png", "lightning_time.png"):
+    assert {r["estimator"] for r in data["estimator_accuracy"]} == {"effattn int8", "mean-pooled"}
+    for png in ("na_speedup.png", "lightning_time.png", "estimator_accuracy.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Plant a regression: an "earlier" run in which everything was 3x faster.

@@ -45,6 +45,13 @@ def cmd_bench(args):
     print(f"\nbenchmark on {meta['device']} ({meta['dtype']}, torch {meta['torch']}, "
           f"commit {meta['commit']}; median ms, effective TF/s per DESIGN.md §9)")
     print(format_table(rows))
+    accuracy = None
+    if "sparse" in suites:
+        from .bench.estimation import estimator_accuracy, format_accuracy
+
+        accuracy = estimator_accuracy(args.quick)
+        print("\nblock-map estimators on LLM-like synthetic attention (CPU; equal density per row):")
+        print(format_accuracy(accuracy))
     status = 0
     if args.compare:
         lines, regressions = compare(rows, load_rows(args.compare), args.fail_on_regression)
@@ -57,12 +64,12 @@ def cmd_bench(args):
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "bench.json")
         with open(path, "w") as fh:
-            json.dump({"meta": meta, "rows": rows}, fh, indent=1)
+            json.dump({"meta": meta, "rows": rows, "estimator_accuracy": accuracy}, fh, indent=1)
         with open(os.path.join(args.out, "bench.md"), "w") as fh:
             fh.write(format_table(rows) + "\n")
         from .bench.plots import write_plots
 
-        written = [path] + write_plots(rows, args.out, meta)
+        written = [path] + write_plots(rows, args.out, meta, accuracy)
         print("wrote " + ", ".join(written))
     return status
 

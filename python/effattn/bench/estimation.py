@@ -93,3 +93,14 @@ def format_accuracy(rows):
         lines.append(f"| {r['threshold']:g} | {r['estimator']} | {r['density']:.3f} | {r['mass_recall']:.4f} | "
                      f"{r['rel_l1_error']:.2e} | {100 * r['needle_retrieval']:.0f}% |")
     return "\n".join(lines)
+
+
+def estimator_accuracy(quick):
+    """The harness on the CPU (accuracy does not depend on the device) at a size that fits
+    the main job: rows of `accuracy_table`."""
+    from .synthetic import llm_like_qkv
+
+    n = 1024 if quick else 2048
+    q, k, v, needles = llm_like_qkv(1, n, 4, 2, 64, num_needles=6)
+    thresholds = [0.1, 0.01, 0.001] if quick else [0.1, 0.03, 0.01, 0.003, 0.001]
+    return accuracy_table(q, k, v, needles, thresholds, sink_tokens=64, local_tokens=128)

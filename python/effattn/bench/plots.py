@@ -70,12 +70,37 @@ def plot_lightning_time(rows, out_dir, title_suffix):
     return path
 
 
-def write_plots(rows, out_dir, meta):
+def plot_estimator_accuracy(accuracy, out_dir):
+    """Attention-mass recall and output error against density, per estimator."""
+    if not accuracy:
+        return None
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name in dict.fromkeys(r["estimator"] for r in accuracy):
+        points = sorted((r["density"], r["mass_recall"], r["rel_l1_error"]) for r in accuracy if r["estimator"] == name)
+        left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        right.plot([p[0] for p in points], [p[2] for p in points], marker="o", label=name)
+    left.set_xlabel("block density")
+    left.set_ylabel("attention-mass recall")
+    right.set_xlabel("block density")
+    right.set_ylabel("output relative L1 error")
+    right.set_yscale("log")
+    left.legend()
+    fig.suptitle("block-map estimators on LLM-like synthetic attention")
+    path = os.path.join(out_dir, "estimator_accuracy.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_plots(rows, out_dir, meta, accuracy=None):
     try:
         _pyplot()
     except ImportError:
         print("matplotlib is not installed: no plots (pip install matplotlib)")
         return []
     suffix = f"({meta['device']}, {meta['dtype']})"
-    paths = [plot_na_speedup(rows, out_dir, suffix), plot_lightning_time(rows, out_dir, suffix)]
+    paths = [plot_na_speedup(rows, out_dir, suffix), plot_lightning_time(rows, out_dir, suffix),
+             plot_estimator_accuracy(accuracy, out_dir)]
     return [p for p in paths if p]
