@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "effattn/cuda/sm80_ptx.cuh"
 #include "effattn/lightning_cuda.h"
 
 namespace effattn {
@@ -36,27 +37,7 @@ constexpr int kSlice = 64;    // state columns per CTA
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kStagePitch = kSlice * 2 + 16;  // bytes per staged output row (padded)
 
-// ---- small PTX helpers (own copies: sm80_ptx.cuh is being reworked elsewhere) ---------------
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same<T, __half>::value) {
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&h);
-  } else {
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t*>(&h);
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ float2 unpack2(uint32_t v) {
-  if constexpr (std::is_same<T, __half>::value) {
-    return __half22float2(*reinterpret_cast<__half2*>(&v));
-  } else {
-    return __bfloat1622float2(*reinterpret_cast<__nv_bfloat162*>(&v));
-  }
-}
+// ---- helpers (the PTX wrappers are shared with the attention core: sm80_ptx.cuh) ----------------
 
 template <typename T>
 __device__ __forceinline__ float to_float(T x) {
@@ -74,52 +55,6 @@ __device__ __forceinline__ T from_float(float x) {
   } else {
     return __float2bfloat16_rn(x);
   }
-}
-
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  if constexpr (std::is_same<T, __half>::value) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// 16-byte global -> shared copy; invalid copies zero-fill without reading global memory.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes));
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-__device__ __forceinline__ void cp_async_wait_all() {
-  asm volatile("cp.async.wait_group 0;\n" ::);
 }
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a [rows][W] tile of 16-bit elements,
@@ -209,7 +144,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
   const int reverse = a.reverse;
   auto token_of = [&](int64_t p) -> int64_t { return reverse ? t0 + n - 1 - p : t0 + p; };
 
-  const uint32_t sbase = smem_addr(smem);
+  const uint32_t sbase = smem_u32(smem);
 
   // Issue the cp.async copies of the chunk at processing positions [cs, cs + nc) into stage s.
   // Row r of a tile is token token_of(cs + r) = token_of(cs) + dir r.
@@ -226,9 +161,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
       const int r = i / DC, c = i % DC;
       const bool valid = r < nc;
       const int rr = valid ? r : 0;
-      cp_async16(sbase + Smem::kOffK + s * Smem::kTileK + tile_off<D>(r, c), kr + rr * kst + c * 8, valid);
+      cp_async_16(sbase + Smem::kOffK + s * Smem::kTileK + tile_off<D>(r, c), kr + rr * kst + c * 8, valid);
       if constexpr (kOut) {
-        cp_async16(sbase + Smem::kOffQ + s * Smem::kTileK + tile_off<D>(r, c), qr + rr * qst + c * 8, valid);
+        cp_async_16(sbase + Smem::kOffQ + s * Smem::kTileK + tile_off<D>(r, c), qr + rr * qst + c * 8, valid);
       }
     }
 #pragma unroll
@@ -237,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
       const int r = i / EC, c = i % EC;
       const bool valid = r < nc;
       const int rr = valid ? r : 0;
-      cp_async16(sbase + Smem::kOffV + s * Smem::kTileV + tile_off<ES>(r, c), vr + rr * vst + c * 8, valid);
+      cp_async_16(sbase + Smem::kOffV + s * Smem::kTileV + tile_off<ES>(r, c), vr + rr * vst + c * 8, valid);
     }
   };
 
@@ -289,7 +224,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
         for (int hf = 0; hf < 2; ++hf) {
           const int d = drow0 + 16 * mt + 8 * hf, e = 8 * j + 2 * qid;
           *reinterpret_cast<uint32_t*>(smem + Smem::kOffS + tile_off<ES>(d, e / 8) + (e % 8) * 2) =
-              pack2<T>(acc_s[mt][j][2 * hf], acc_s[mt][j][2 * hf + 1]);
+              ElemTraits<T>::pack(acc_s[mt][j][2 * hf], acc_s[mt][j][2 * hf + 1]);
         }
   };
 
@@ -307,7 +242,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
     const int s = static_cast<int>(ci & 1);
     const int64_t cs = seg_begin + ci * kChunk;
     const int nc = static_cast<int>(seg_end - cs < kChunk ? seg_end - cs : kChunk);
-    cp_async_wait_all();
+    cp_async_wait<0>();
     __syncthreads();  // chunk ci landed, S in smem visible, every warp done with chunk ci - 1
     if (ci + 1 < nchunks) {
       const int64_t rest = seg_end - cs - kChunk;
@@ -330,7 +265,7 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
       // Q fragments of this warp's 16 rows are re-read from shared memory at each use
       // (holding all D/16 of them costs 2 D registers).
       auto load_qa = [&](uint32_t (&qa)[4], int kk) {
-        ldsm_x4(qa, q_s + tile_off<D>(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+        ldmatrix_x4(qa, q_s + tile_off<D>(warp * 16 + (lane & 15), 2 * kk + (lane >> 4)));
       };
       // P = Q K^T on the causal part (token tiles np <= warp).
       float p[8][4];
@@ -346,10 +281,10 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
         for (int np = 0; np < 4; ++np) {
           if (np <= warp) {
             uint32_t bk[4];
-            ldsm_x4(bk, k_s + tile_off<D>(np * 16 + ((lane >> 4) & 1) * 8 + (lane & 7),
+            ldmatrix_x4(bk, k_s + tile_off<D>(np * 16 + ((lane >> 4) & 1) * 8 + (lane & 7),
                                           2 * kk + ((lane >> 3) & 1)));
-            mma16816<T>(p[2 * np], qa, bk[0], bk[1]);
-            mma16816<T>(p[2 * np + 1], qa, bk[2], bk[3]);
+            mma_16816<T>(p[2 * np], qa, bk[0], bk[1]);
+            mma_16816<T>(p[2 * np + 1], qa, bk[2], bk[3]);
           }
         }
       }
@@ -365,10 +300,10 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
       }
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        pa[kk][0] = pack2<T>(p[2 * kk][0], p[2 * kk][1]);
-        pa[kk][1] = pack2<T>(p[2 * kk][2], p[2 * kk][3]);
-        pa[kk][2] = pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-        pa[kk][3] = pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+        pa[kk][0] = ElemTraits<T>::pack(p[2 * kk][0], p[2 * kk][1]);
+        pa[kk][1] = ElemTraits<T>::pack(p[2 * kk][2], p[2 * kk][3]);
+        pa[kk][2] = ElemTraits<T>::pack(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        pa[kk][3] = ElemTraits<T>::pack(p[2 * kk + 1][2], p[2 * kk + 1][3]);
       }
       // Inter-chunk part: diag(scale_state lambda^{r+1}) Q S.
       float acc_o[NT][4];
@@ -383,9 +318,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
 #pragma unroll
         for (int e2 = 0; e2 < ES / 16; ++e2) {
           uint32_t bs[4];
-          ldsm_x4_t(bs, s_s + tile_off<ES>(kk * 16 + (lane & 15), 2 * e2 + (lane >> 4)));
-          mma16816<T>(acc_o[2 * e2], qa, bs[0], bs[1]);
-          mma16816<T>(acc_o[2 * e2 + 1], qa, bs[2], bs[3]);
+          ldmatrix_x4_trans(bs, s_s + tile_off<ES>(kk * 16 + (lane & 15), 2 * e2 + (lane >> 4)));
+          mma_16816<T>(acc_o[2 * e2], qa, bs[0], bs[1]);
+          mma_16816<T>(acc_o[2 * e2 + 1], qa, bs[2], bs[3]);
         }
       }
       {
@@ -406,9 +341,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
 #pragma unroll
           for (int e2 = 0; e2 < ES / 16; ++e2) {
             uint32_t bv[4];
-            ldsm_x4_t(bv, v_s + tile_off<ES>(kk * 16 + (lane & 15), 2 * e2 + (lane >> 4)));
-            mma16816<T>(acc_o[2 * e2], pa[kk], bv[0], bv[1]);
-            mma16816<T>(acc_o[2 * e2 + 1], pa[kk], bv[2], bv[3]);
+            ldmatrix_x4_trans(bv, v_s + tile_off<ES>(kk * 16 + (lane & 15), 2 * e2 + (lane >> 4)));
+            mma_16816<T>(acc_o[2 * e2], pa[kk], bv[0], bv[1]);
+            mma_16816<T>(acc_o[2 * e2 + 1], pa[kk], bv[2], bv[3]);
           }
         }
       }
@@ -417,9 +352,9 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
 #pragma unroll
       for (int j = 0; j < NT; ++j) {
         const int e = 8 * j + 2 * qid;
-        *reinterpret_cast<uint32_t*>(stage + grp * kStagePitch + e * 2) = pack2<T>(acc_o[j][0], acc_o[j][1]);
+        *reinterpret_cast<uint32_t*>(stage + grp * kStagePitch + e * 2) = ElemTraits<T>::pack(acc_o[j][0], acc_o[j][1]);
         *reinterpret_cast<uint32_t*>(stage + (grp + 8) * kStagePitch + e * 2) =
-            pack2<T>(acc_o[j][2], acc_o[j][3]);
+            ElemTraits<T>::pack(acc_o[j][2], acc_o[j][3]);
       }
       __syncwarp();
 #pragma unroll
@@ -455,23 +390,23 @@ __global__ void __launch_bounds__(kThreads, kOut ? 2 : 3) lightning_chunk_kernel
         uint32_t ak[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          ldsm_x4_t(ak[mt], k_s + tile_off<D>(kk * 16 + ((lane >> 4) & 1) * 8 + (lane & 7),
+          ldmatrix_x4_trans(ak[mt], k_s + tile_off<D>(kk * 16 + ((lane >> 4) & 1) * 8 + (lane & 7),
                                               (warp * (D / 4) + mt * 16) / 8 + ((lane >> 3) & 1)));
 #pragma unroll
           for (int x = 0; x < 4; ++x) {
-            const float2 v2 = unpack2<T>(ak[mt][x]);
+            const float2 v2 = ElemTraits<T>::unpack(ak[mt][x]);
             const float fa = f[2 * (x >> 1)], fb = f[2 * (x >> 1) + 1];
-            ak[mt][x] = pack2<T>(v2.x * fa, v2.y * fb);
+            ak[mt][x] = ElemTraits<T>::pack(v2.x * fa, v2.y * fb);
           }
         }
 #pragma unroll
         for (int e2 = 0; e2 < ES / 16; ++e2) {
           uint32_t bv[4];
-          ldsm_x4_t(bv, v_s + tile_off<ES>(kk * 16 + (lane & 15), 2 * e2 + (lane >> 4)));
+          ldmatrix_x4_trans(bv, v_s + tile_off<ES>(kk * 16 + (lane & 15), 2 * e2 + (lane >> 4)));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
-            mma16816<T>(acc_s[mt][2 * e2], ak[mt], bv[0], bv[1]);
-            mma16816<T>(acc_s[mt][2 * e2 + 1], ak[mt], bv[2], bv[3]);
+            mma_16816<T>(acc_s[mt][2 * e2], ak[mt], bv[0], bv[1]);
+            mma_16816<T>(acc_s[mt][2 * e2 + 1], ak[mt], bv[2], bv[3]);
           }
         }
       }
