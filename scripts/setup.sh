@@ -20,4 +20,9 @@ if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install -q torch==2.13.0
 fi
 $PY -m pip install -q ninja pytest numpy matplotlib wheel "setuptools>=64"
+# Build the CUDA kernels only where a GPU can run them (override: EFFATTN_CUDA=1); a CPU
+# machine that happens to have nvcc and a CUDA torch would otherwise compile them for nothing.
+if [ -z "${EFFATTN_CUDA:-}" ] && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  export EFFATTN_CUDA=0
+fi
 MAX_JOBS=${MAX_JOBS:-$(nproc)} $PY -m pip install -q --no-build-isolation .

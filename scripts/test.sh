@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 bash scripts/setup.sh
 
-cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+GENERATOR=$(command -v ninja >/dev/null && echo "-G Ninja" || echo "")
+cmake -S . -B build/cpp $GENERATOR -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/cpp
 (cd build/cpp && ctest --output-on-failure)
 

@@ -95,6 +95,16 @@ def test_sparse_prefill_is_close_to_dense_and_calibration_meets_the_target(llm):
     assert stats["density"].mean() < 1.0
 
 
+def test_defaults_fit_both_causal_and_non_causal_and_int_block_size():
+    q, k = torch.randn(1, 150, 2, 32), torch.randn(1, 150, 2, 32)
+    a = effattn.estimate_block_mask(q, k, 0.1, block_size=64, is_causal=False)  # sink_tokens → 0
+    b = effattn.estimate_block_mask(q, k, 0.1, block_size=(64, 64), sink_tokens=0, is_causal=False)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(RuntimeError, match="sink_tokens must be 0 when is_causal=False"):
+        torch.ops.effattn.estimate_block_mask(q, k, *effattn.quantize_qk(q), *effattn.quantize_qk(k),
+                                              torch.zeros(2), 64, 64, 1, 64, 0, False, None)
+
+
 def test_non_causal_symmetric_window():
     q, k, _, _ = llm_like_qkv(batch=1, n=200, heads=2, kv_heads=2, dim=32, num_needles=0)
     nb, idx = effattn.estimate_block_mask(q, k, 0.5, (64, 64), sink_tokens=0, local_tokens=70, is_causal=False)
@@ -111,6 +121,8 @@ def test_opcheck_and_compile(llm):
     log_tau = torch.log(torch.full((4,), 1e-2))
     torch.library.opcheck(torch.ops.effattn.estimate_block_mask,
                           (q, k, *qq, *kq, log_tau, 64, 64, 1, 64, 64, True, None))
+    permuted = q.transpose(1, 2).contiguous().transpose(1, 2)  # heads-last view of a heads-first tensor
+    torch.library.opcheck(torch.ops.effattn.smooth_quantize, (permuted, 1, 8))
     torch._dynamo.reset()
     compiled = torch.compile(lambda q, k: effattn.estimate_block_mask(q, k, 1e-2), fullgraph=True)
     for a, b in zip(compiled(q, k), effattn.estimate_block_mask(q, k, 1e-2)):
@@ -121,7 +133,7 @@ BAD = [
     (dict(threshold=-1e-3), ValueError, "threshold must be finite and >= 0"),
     (dict(threshold=torch.ones(3)), ValueError, r"threshold must be a float or a float32 tensor of shape \[H\]"),
     (dict(block_size=(32, 64)), ValueError, "block_size must be a pair of 64 or 128"),
-    (dict(is_causal=False), ValueError, "sink_tokens must be 0 when is_causal=False"),
+    (dict(is_causal=False, sink_tokens=64), ValueError, "sink_tokens must be 0 when is_causal=False"),
     (dict(local_tokens=-1), ValueError, "sink_tokens and local_tokens must be >= 0"),
     (dict(bits=4), NotImplementedError, "only int8"),
     (dict(quant_block=0), ValueError, "quant_block must be >= 1"),

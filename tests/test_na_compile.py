@@ -63,3 +63,19 @@ def test_compile_inductor_module():
     assert max_err(out, layer(x)) < 1e-5
     out.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_opcheck_with_permuted_inputs(rank):
+    # Heads-last views of heads-first tensors: outputs must still match the fake kernels.
+    case = RANK_CASES[rank]
+    grid, ks, dil, st, causal, heads, kv_heads = case
+    def permuted(h):
+        base = torch.randn(2, h, *grid, 8, dtype=torch.float64)
+        return base.movedim(1, -2).requires_grad_()
+    q, k, v = permuted(heads), permuted(kv_heads), permuted(kv_heads)
+    window = (list(ks), list(dil), list(st), list(causal), None)
+    torch.library.opcheck(na_forward_op(rank), (q, k, v, *window))
+    out, lse = na_forward_op(rank)(q, k, v, *window)
+    grad = torch.randn(2, heads, *grid, 8, dtype=torch.float64).movedim(1, -2)
+    torch.library.opcheck(na_backward_op(rank), (grad, None, q.detach(), k.detach(), v.detach(), out, lse, *window))

@@ -30,6 +30,7 @@ BAD_CALLS = [
     ("stride < 1", lambda q, k, v: effattn.na2d(q, k, v, 3, stride=(1, 0)), "stride[1] must be in"),
     ("tuple length", lambda q, k, v: effattn.na2d(q, k, v, (3, 3, 3)), "kernel_size must be a int or a sequence of 2"),
     ("bad type", lambda q, k, v: effattn.na2d(q, k, v, "3"), "kernel_size must be"),
+    ("scale nan", lambda q, k, v: effattn.na2d(q, k, v, 3, scale=float("nan")), "scale must be finite"),
     ("extra without values", lambda q, k, v: effattn.na2d(q, k, v, 3, additional_keys=k[:, 0]), "given together"),
     ("extra shape", lambda q, k, v: effattn.na2d(q, k, v, 3, additional_keys=k[:, 0, :, :1], additional_values=v[:, 0, :, :1]), "additional_keys must have shape"),
 ]
@@ -47,6 +48,7 @@ def test_python_api_raises_value_error(name, call, message):
     (dict(stride=[4, 1]), r"stride\[0\] must be in \[1, kernel_size\]"),
     (dict(dilation=[0, 1]), r"dilation\[0\] must be >= 1"),
     (dict(is_causal=[False]), "is_causal must have 2 entries"),
+    (dict(kernel_size=[2**62, 3], dilation=[4, 1]), r"kernel_size\[0\] \* dilation\[0\] must be <= the input length"),
 ])
 def test_cpp_op_checks_before_running(kwargs, message):
     q, k, v = qkv()

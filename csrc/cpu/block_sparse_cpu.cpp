@@ -123,7 +123,8 @@ void forward_kernel(const BlockSparseProblem& p, const Maps& maps, const T* q, c
   const int64_t H = p.heads, Hkv = p.kv_heads, D = p.head_dim, G = p.group_size();
   const T scale = static_cast<T>(p.scale);
   const int64_t rows = p.batch * p.q_tokens * H;
-  const int64_t buffer = p.max_blocks * p.block_k;
+  // Live indices are unique and below k_blocks, so a row never lists more than k_blocks.
+  const int64_t buffer = std::min(p.max_blocks, p.k_blocks) * p.block_k;
   at::parallel_for(0, rows, grain_for(2 * buffer * D), [&](int64_t begin, int64_t end) {
     std::vector<T> scores(buffer);
     std::vector<int64_t> keys(buffer);
@@ -164,7 +165,7 @@ void grad_q_kernel(const BlockSparseProblem& p, const Maps& maps, const T* q, co
   const int64_t H = p.heads, Hkv = p.kv_heads, D = p.head_dim, G = p.group_size();
   const T scale = static_cast<T>(p.scale);
   const int64_t rows = p.batch * p.q_tokens * H;
-  at::parallel_for(0, rows, grain_for(3 * p.max_blocks * p.block_k * D), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, rows, grain_for(3 * std::min(p.max_blocks, p.k_blocks) * p.block_k * D), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t h = row % H, t = row / H;
       const BlockSparseSequence& seq = p.seqs[maps.seq_of_q[t]];

@@ -35,7 +35,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> smooth_quantize(const at::Tensor&
   const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
   const at::Tensor xf = x.to(at::kFloat);
   const at::Tensor mean = xf.mean(1);  // [B, H, D]
-  const at::Tensor centered = xf - mean.unsqueeze(1);
+  // Contiguous: the outputs must not inherit a permuted input's strides (the fake kernel
+  // promises contiguous tensors).
+  const at::Tensor centered = (xf - mean.unsqueeze(1)).contiguous();
   const int64_t B = x.size(0), N = x.size(1), H = x.size(2), D = x.size(3);
   const int64_t M = (N + quant_block - 1) / quant_block;
   // amax per (batch, quantization block, head): pad N to M * quant_block with zeros.

@@ -53,6 +53,9 @@ std::tuple<Tensor, Tensor> estimate_block_mask(
   TORCH_CHECK(quant_block >= 1, "quant_block must be >= 1, got ", quant_block);
   TORCH_CHECK(sink_tokens >= 0, "sink_tokens must be >= 0, got ", sink_tokens);
   TORCH_CHECK(local_tokens >= 0, "local_tokens must be >= 0, got ", local_tokens);
+  TORCH_CHECK(is_causal || sink_tokens == 0,
+              "sink_tokens must be 0 when is_causal=False (attention sinks are a causal notion)");
+  TORCH_CHECK(D >= 1, "head dim must be at least 1");
   TORCH_CHECK(q_quant.scalar_type() == at::kChar && q_quant.sizes() == q.sizes(),
               "q_quant must be int8 with the shape of q");
   TORCH_CHECK(k_quant.scalar_type() == at::kChar && k_quant.sizes() == k.sizes(),
@@ -61,8 +64,10 @@ std::tuple<Tensor, Tensor> estimate_block_mask(
               "q_scale must be float32 [B, ceil(N / quant_block), H] = [", B, ", ", Ms, ", ", H, "]");
   TORCH_CHECK(k_scale.scalar_type() == at::kFloat && k_scale.sizes() == at::IntArrayRef({B, Ms, Hkv}),
               "k_scale must be float32 [B, ceil(N / quant_block), H_kv] = [", B, ", ", Ms, ", ", Hkv, "]");
-  TORCH_CHECK(q_mean.sizes() == at::IntArrayRef({B, H, D}), "q_mean must have shape [B, H, D]");
-  TORCH_CHECK(k_mean.sizes() == at::IntArrayRef({B, Hkv, D}), "k_mean must have shape [B, H_kv, D]");
+  TORCH_CHECK(q_mean.scalar_type() == at::kFloat && q_mean.sizes() == at::IntArrayRef({B, H, D}),
+              "q_mean must be float32 [B, H, D]");
+  TORCH_CHECK(k_mean.scalar_type() == at::kFloat && k_mean.sizes() == at::IntArrayRef({B, Hkv, D}),
+              "k_mean must be float32 [B, H_kv, D]");
   TORCH_CHECK(log_threshold.dim() == 1 && log_threshold.size(0) == H,
               "log_threshold must have shape [H] = [", H, "], got ", log_threshold.sizes());
   for (const Tensor* t : {&q_quant, &q_scale, &q_mean, &k_quant, &k_scale, &k_mean, &log_threshold})

@@ -64,7 +64,7 @@ NaProblem check_na_inputs(int rank, const at::Tensor& q, const at::Tensor& k, co
     const int64_t str = stride[a];
     TORCH_CHECK(dil >= 1, "dilation[", kAxisNames[a], "] must be >= 1, got ", dil);
     TORCH_CHECK(kernel >= 2, "kernel_size[", kAxisNames[a], "] must be >= 2, got ", kernel);
-    TORCH_CHECK(kernel * dil <= length, "kernel_size[", kAxisNames[a], "] * dilation[",
+    TORCH_CHECK(kernel <= length / dil, "kernel_size[", kAxisNames[a], "] * dilation[",
                 kAxisNames[a], "] must be <= the input length ", length, " on that axis, got ",
                 kernel, " * ", dil);
     TORCH_CHECK(str >= 1 && str <= kernel, "stride[", kAxisNames[a],

@@ -80,3 +80,28 @@ def check_extra_kv(q, k, additional_keys, additional_values):
             raise ValueError(f"{name} must have the dtype and device of q")
     if additional_keys.shape != additional_values.shape:
         raise ValueError("additional_keys and additional_values must have the same shape")
+
+
+def kernel_devices(op_name):
+    """Devices this build has kernels for, for `effattn::<op_name>`. Call once at import:
+    dynamo cannot trace the dispatcher query itself."""
+    return frozenset(device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
+                     if torch._C._dispatch_has_kernel_for_dispatch_key(f"effattn::{op_name}", key))
+
+
+def check_device(t, devices, api_name):
+    """A clear NotImplementedError where this build has no kernel for t's device (never a
+    silent fallback)."""
+    if t.device.type not in devices:
+        raise NotImplementedError(
+            f"effattn.{api_name}: this build of effattn has no kernel for device '{t.device.type}'"
+            + ("; CUDA kernels need a CUDA-enabled torch and nvcc at build time" if t.device.type == "cuda" else ""))
+
+
+def can_read_values(*tensors):
+    """Value checks (which read tensor contents) need real data: not while tracing, not on
+    fake or meta tensors."""
+    if torch.compiler.is_compiling():
+        return False
+    return not any(t is not None and (t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor))
+                   for t in tensors)

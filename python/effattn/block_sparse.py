@@ -40,6 +40,7 @@ import math
 import torch
 
 from . import _C  # noqa: F401  (loads the library; its initialisers register the schemas)
+from ._validation import can_read_values, check_device, kernel_devices
 
 __all__ = ["block_sparse_attention", "block_mask_to_indices", "indices_to_block_mask",
            "sliding_window_block_mask", "sink_local_block_mask", "strided_block_mask",
@@ -55,16 +56,6 @@ def _lse_dtype(dtype):
 
 def _ceil_div(a, b):
     return -(-a // b)
-
-
-def _can_read_values(*tensors):
-    """Value checks need real data: not while tracing, not on fake or meta tensors."""
-    if torch.compiler.is_compiling():
-        return False
-    for t in tensors:
-        if t is not None and (t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor)):
-            return False
-    return True
 
 
 def _block_size(block_size):
@@ -127,7 +118,7 @@ def _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, values):
             raise ValueError(f"{name} must be int32 or int64, got {cu.dtype}")
         if cu.device != q.device:
             raise ValueError(f"{name} must be on the device of q ({q.device}), got {cu.device}")
-        if values and _can_read_values(cu):
+        if values and can_read_values(cu):
             c = cu.tolist()
             if c[0] != 0:
                 raise ValueError(f"{name} must start at 0, got {c[0]}")
@@ -181,18 +172,7 @@ def _check_op_args(q, k, v, kv_num_blocks, kv_indices, block_q, block_k, scale, 
     _check_maps(q, kv_num_blocks, kv_indices, block_q, num_seqs, cu_seqlens_q is not None)
 
 
-# Devices this build has kernels for (read once: dynamo cannot trace the query itself).
-_KERNEL_DEVICES = frozenset(
-    device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-    if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::block_sparse_attn_forward", key))
-
-
-def _check_device(q):
-    """A clear error where this build has no kernel for q's device (no silent fallback)."""
-    if q.device.type not in _KERNEL_DEVICES:
-        raise NotImplementedError(
-            f"effattn.block_sparse_attention: this build of effattn has no kernel for device "
-            f"'{q.device.type}'")
+_KERNEL_DEVICES = kernel_devices("block_sparse_attn_forward")
 
 
 # ---- fake kernels and autograd -----------------------------------------------------------------
@@ -271,7 +251,7 @@ def indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks):
     max_blocks = kv_indices.shape[-1]
     live = torch.arange(max_blocks, device=kv_indices.device) < kv_num_blocks[..., None].long()
     idx = kv_indices.long()
-    if _can_read_values(kv_num_blocks, kv_indices):
+    if can_read_values(kv_num_blocks, kv_indices):
         if bool(((kv_num_blocks < 0) | (kv_num_blocks > max_blocks)).any()):
             raise ValueError(f"kv_num_blocks must be in [0, max_blocks] = [0, {max_blocks}]")
         if bool((live & ((idx < 0) | (idx >= num_k_blocks))).any()):
@@ -443,7 +423,7 @@ def block_sparse_attention(q, k, v, block_mask=None, kv_num_blocks=None, kv_indi
         scale = float(scale)
     _check_op_args(q, k, v, kv_num_blocks, kv_indices, block_q, block_k, scale, cu_seqlens_q,
                    cu_seqlens_k, values=False)
-    _check_device(q)
+    check_device(q, _KERNEL_DEVICES, "block_sparse_attention")
     args = (q, k, v, kv_num_blocks, kv_indices, block_q, block_k, bool(is_causal), scale,
             cu_seqlens_q, cu_seqlens_k)
     if return_lse:

@@ -1,24 +1,16 @@
 """The user-facing functions: `na1d`, `na2d`, `na3d`."""
+import math
+
 import torch
 
-from ._validation import check_extra_kv, check_na_tensors, check_na_window, per_axis
+from ._validation import (check_device, check_extra_kv, check_na_tensors, check_na_window,
+                          kernel_devices, per_axis)
 from .ops import na_forward_op, na_op
 
 __all__ = ["na1d", "na2d", "na3d", "neighborhood_attention"]
 
 
-# Devices this build has kernels for (read once: dynamo cannot trace the query itself).
-_KERNEL_DEVICES = frozenset(
-    device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-    if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::na1d_forward", key))
-
-
-def _check_device(q, rank):
-    """A clear error where this build has no kernel for q's device (no silent fallback)."""
-    if q.device.type not in _KERNEL_DEVICES:
-        raise NotImplementedError(
-            f"effattn.na{rank}d: this build of effattn has no kernel for device "
-            f"'{q.device.type}'; CUDA kernels need a CUDA-enabled torch and nvcc at build time")
+_KERNEL_DEVICES = kernel_devices("na1d_forward")
 
 
 def _extra_attention(q, extra_k, extra_v, scale):
@@ -53,9 +45,11 @@ def neighborhood_attention(q, k, v, kernel_size, dilation=1, stride=1, is_causal
     is_causal = per_axis(is_causal, rank, "is_causal", bool)
     check_na_window(tuple(q.shape[1:-2]), kernel_size, dilation, stride, is_causal)
     check_extra_kv(q, k, additional_keys, additional_values)
-    _check_device(q, rank)
+    check_device(q, _KERNEL_DEVICES, f"na{rank}d")
     if scale is not None:
         scale = float(scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
     window = (list(kernel_size), list(dilation), list(stride), list(is_causal), scale)
 
     if additional_keys is None and not return_lse:

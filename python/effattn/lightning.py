@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _C  # noqa: F401  (loads the library; its initialisers register the schemas)
+from ._validation import can_read_values, check_device, kernel_devices
 
 __all__ = ["lightning_attn", "lightning_decode", "lightning_slopes", "fla_lightning_slopes",
            "LightningAttention", "lightning_state_dtype"]
@@ -47,16 +48,6 @@ def lightning_state_dtype(dtype):
 
 
 # ---- checks (ValueError; the C++ ops repeat them as RuntimeError) ----------------------------
-
-def _can_read_values(*tensors):
-    """Value checks need real data: not while tracing, not on fake or meta tensors."""
-    if torch.compiler.is_compiling():
-        return False
-    for t in tensors:
-        if t is not None and (t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor)):
-            return False
-    return True
-
 
 def _check_qkv(q, k, v, layout_q, layout_v):
     if not (q.dtype == k.dtype == v.dtype):
@@ -85,7 +76,7 @@ def _check_slope(slope, q, values):
         raise ValueError(f"slope must be float32 (or float64), got {slope.dtype}")
     if slope.device != q.device:
         raise ValueError(f"slope must be on the device of q ({q.device}), got {slope.device}")
-    if values and heads > 0 and _can_read_values(slope) and not bool((slope >= 0).all()):
+    if values and heads > 0 and can_read_values(slope) and not bool((slope >= 0).all()):
         raise ValueError(f"slope must be >= 0 (decay exp(-slope) in [0, 1]), got a minimum of "
                          f"{slope.min().item()}")
 
@@ -116,7 +107,7 @@ def _check_cu_seqlens(cu_seqlens, q, values):
     if q.shape[0] != 1:
         raise ValueError(f"with cu_seqlens the batch size B must be 1 (sequences packed along N), "
                          f"got B = {q.shape[0]}")
-    if values and _can_read_values(cu_seqlens):
+    if values and can_read_values(cu_seqlens):
         c = cu_seqlens.tolist()
         if c[0] != 0:
             raise ValueError(f"cu_seqlens must start at 0, got {c[0]}")
@@ -164,15 +155,11 @@ def _check_decode_args(q, k, v, slope, state, scale):
 
 
 # Devices this build has kernels for (read once: dynamo cannot trace the query itself).
-_KERNEL_DEVICES = frozenset(
-    device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-    if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::lightning_attn", key))
+_KERNEL_DEVICES = kernel_devices("lightning_attn")
 
 
 def _check_device(q, name, v=None):
-    if q.device.type not in _KERNEL_DEVICES:
-        raise NotImplementedError(
-            f"effattn.{name}: this build of effattn has no kernel for device '{q.device.type}'")
+    check_device(q, _KERNEL_DEVICES, name)
     if q.device.type == "cuda":
         # What the CUDA kernels cover (the C++ binding checks the same before any launch).
         if q.dtype not in (torch.float16, torch.bfloat16):
@@ -245,11 +232,15 @@ def lightning_attn(q, k, v, slope, scale=1.0, initial_state=None, output_final_s
     inputs); `cu_seqlens` (int32/int64 `[num_seqs + 1]`, B = 1) packs variable-length
     sequences along N. Returns `(o [B, N, H, E] in q's dtype, final_state or None)`; the final
     state is returned when `output_final_state` is True. Differentiable in q, k, v, slope and
-    initial_state. See the module docstring for fla's convention.
+    initial_state (the slope gradient on the CPU only). See the module docstring for fla's
+    convention.
     """
     scale = float(scale)
     _check_attn_args(q, k, v, slope, scale, initial_state, cu_seqlens, values=True)
     _check_device(q, "lightning_attn", v)
+    if q.is_cuda and slope.requires_grad and torch.is_grad_enabled():
+        raise NotImplementedError("effattn.lightning_attn: the gradient for slope on CUDA is not implemented; "
+                                  "pass slope.detach() (or run on the CPU)")
     return torch.ops.effattn.lightning_attn(q, k, v, slope, scale, initial_state,
                                             bool(output_final_state), cu_seqlens)
 

@@ -53,11 +53,12 @@ def _na_checks(device, dtype):
 
 
 def _lightning_checks(device, dtype):
-    heads, n = 3, 37
+    # D = E = 64: a head dim the CUDA kernels support too; N not a multiple of their chunk.
+    heads, n, dim = 3, 77, 64
     slope = torch.tensor([0.05, 0.3, 1.0], device=device)
-    q, k = (0.5 * torch.randn(2, n, heads, 16, device=device, dtype=dtype) for _ in range(2))
-    v = 0.5 * torch.randn(2, n, heads, 8, device=device, dtype=dtype)
-    s0 = torch.randn(2, heads, 16, 8, device=device, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    q, k, v = (0.2 * torch.randn(2, n, heads, dim, device=device, dtype=dtype) for _ in range(3))
+    s0 = 0.2 * torch.randn(2, heads, dim, dim, device=device,
+                           dtype=torch.float64 if dtype == torch.float64 else torch.float32)
     inputs = [t.requires_grad_() for t in (q, k, v, s0)]
 
     def ours(q, k, v, s0):

@@ -27,15 +27,13 @@ import math
 import torch
 
 from . import _C  # noqa: F401  (loads the library; its initialisers register the schemas)
+from ._validation import check_device, kernel_devices
 
 __all__ = ["quantize_qk", "estimate_block_mask", "sparse_prefill_attention", "calibrate_thresholds",
            "block_density"]
 
 _BLOCK_SIZES = (64, 128)
-# Devices this build has estimation kernels for (read once: dynamo cannot trace the query).
-_KERNEL_DEVICES = frozenset(
-    device for device, key in (("cpu", "CPU"), ("cuda", "CUDA"))
-    if torch._C._dispatch_has_kernel_for_dispatch_key("effattn::estimate_block_mask", key))
+_KERNEL_DEVICES = kernel_devices("estimate_block_mask")
 
 
 @torch.library.register_fake("effattn::smooth_quantize")
@@ -76,9 +74,7 @@ def _check_options(q, k, block_size, sink_tokens, local_tokens, is_causal, bits,
                                   "is emulated on Hopper, ~54 TOPS vs ~1230 for int8)")
     if quant_block < 1:
         raise ValueError(f"quant_block must be >= 1 (1: one scale per token), got {quant_block}")
-    if q.device.type not in _KERNEL_DEVICES:
-        raise NotImplementedError(f"effattn.estimate_block_mask: this build has no estimation kernel for "
-                                  f"device '{q.device.type}' (CUDA estimation is not implemented yet)")
+    check_device(q, _KERNEL_DEVICES, "estimate_block_mask")
 
 
 def _log_threshold(threshold, heads, device):
@@ -101,12 +97,19 @@ def quantize_qk(x, quant_block=1, bits=8):
     return torch.ops.effattn.smooth_quantize(x, quant_block, bits)
 
 
-def estimate_block_mask(q, k, threshold, block_size=(64, 64), sink_tokens=64, local_tokens=256,
+def _defaults(block_size, sink_tokens, is_causal):
+    """(block_q, block_k) from an int or a pair; sink_tokens None → 64 causal, 0 otherwise."""
+    block_size = (block_size, block_size) if isinstance(block_size, int) else tuple(block_size)
+    return block_size, (64 if is_causal else 0) if sink_tokens is None else sink_tokens
+
+
+def estimate_block_mask(q, k, threshold, block_size=(64, 64), sink_tokens=None, local_tokens=256,
                         is_causal=True, bits=8, quant_block=1, scale=None):
     """Key blocks each query block needs, as (kv_num_blocks int32 [B, H, Mq], kv_indices
     int32 [B, H, Mq, Mk]) in the block-sparse format (DESIGN.md §5). `threshold`: a float
-    or an fp32 [H] tensor of per-head τ ≥ 0."""
-    block_size = tuple(block_size)
+    or an fp32 [H] tensor of per-head τ ≥ 0. `sink_tokens` defaults to 64 when causal, 0
+    otherwise."""
+    block_size, sink_tokens = _defaults(block_size, sink_tokens, is_causal)
     _check_options(q, k, block_size, sink_tokens, local_tokens, is_causal, bits, quant_block)
     log_threshold = _log_threshold(threshold, q.shape[2], q.device)
     q_quant = torch.ops.effattn.smooth_quantize(q, quant_block, bits)
@@ -129,12 +132,13 @@ def block_density(kv_num_blocks, seq_len, block_size, is_causal=True):
     return kv_num_blocks.float().sum(-1).mean(0) / live
 
 
-def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_tokens=64, local_tokens=256,
+def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_tokens=None, local_tokens=256,
                              is_causal=True, scale=None, return_stats=False):
     """Estimate the block map, then run block-sparse attention on it. With return_stats=True
     also returns {"density": [H], "estimate_ms", "attention_ms"} (times on CUDA only)."""
     from .block_sparse import block_sparse_attention
 
+    block_size, sink_tokens = _defaults(block_size, sink_tokens, is_causal)
     timed = return_stats and q.is_cuda
     if timed:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
@@ -164,7 +168,7 @@ def _dense_attention(q, k, v, is_causal, scale):
     return out.transpose(1, 2)
 
 
-def calibrate_thresholds(q, k, v, target_rel_error, block_size=(64, 64), sink_tokens=64,
+def calibrate_thresholds(q, k, v, target_rel_error, block_size=(64, 64), sink_tokens=None,
                          local_tokens=256, is_causal=True, scale=None, initial_threshold=0.5,
                          max_halvings=24):
     """Per-head thresholds τ [H] (fp32) for a target output error: start every head at

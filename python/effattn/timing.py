@@ -23,15 +23,3 @@ def median_ms(fn, device="cpu", warmup=1, repeats=5):
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
-
-
-def forward_backward(fn, *tensors):
-    """A closure running fn(*tensors) and its backward with a fixed random gradient."""
-    out = fn(*tensors)
-    grad = torch.randn_like(out)
-
-    def run():
-        result = fn(*tensors)
-        torch.autograd.grad(result, tensors, grad)
-
-    return run

@@ -172,9 +172,10 @@ def test_fla_equality():
 def test_slope_grad_not_implemented():
     q, k, v, slope, _ = make_inputs(1, 70, 2, 64, torch.bfloat16, False)
     slope.requires_grad_()
-    o, _ = effattn.lightning_attn(q, k, v, slope, 1.0)
     with pytest.raises(NotImplementedError, match="gradient for slope on CUDA"):
+        o, _ = effattn.lightning_attn(q, k, v, slope, 1.0)  # refused up front, before any kernel
         o.sum().backward()
+    o, _ = effattn.lightning_attn(q, k, v, slope.detach(), 1.0)  # a detached slope works
 
 
 def test_unsupported_head_dim_and_dtype():
