@@ -7,7 +7,7 @@ import torch
 
 from .block_sparse import block_sparse_attention, indices_to_block_mask
 from .functional import neighborhood_attention
-from .lightning import lightning_attn
+from .lightning import lightning_attn, lightning_decode
 from .reference import (block_sparse_reference, estimate_block_mask_reference, lightning_reference,
                         na_reference, smooth_quantize_reference)
 from .sparse_prefill import estimate_block_mask
@@ -68,6 +68,16 @@ def _lightning_checks(device, dtype):
         return lightning_reference(q, k, v, slope.double().cpu(), 0.7, initial_state=s0)
 
     yield "lightning_attn (+state in/out)", lambda: _compare(ours, ref, inputs)
+
+    def decode():
+        state = s0.detach().clone()
+        out = lightning_decode(q[:, 0].detach(), k[:, 0].detach(), v[:, 0].detach(), slope, state, 0.7)
+        ref_out, ref_state = lightning_reference(q[:, :1].detach().double().cpu(), k[:, :1].detach().double().cpu(),
+                                                 v[:, :1].detach().double().cpu(), slope.double().cpu(), 0.7,
+                                                 initial_state=s0.detach().double().cpu())
+        return _max_rel_err((out, state), (ref_out[:, 0], ref_state))
+
+    yield "lightning_decode (state in place)", decode
 
 
 def _block_sparse_checks(device, dtype):
