@@ -17,18 +17,11 @@
 #include <limits>
 #include <vector>
 
+#include "compute_type.h"
 #include "vector_math.h"
 
 namespace effattn::cpu {
 namespace {
-
-at::ScalarType compute_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-at::Tensor as_compute(const at::Tensor& t, at::ScalarType type) {
-  return t.to(type).contiguous();
-}
 
 // Rows per parallel task: aim for ~64k multiply-adds per task.
 int64_t grain_for(int64_t work_per_row) {

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <vector>
 
+#include "compute_type.h"
 #include "vector_math.h"
 
 namespace effattn::cpu {
@@ -38,14 +39,6 @@ std::vector<Sequence> sequences(const LightningProblem& p, const std::optional<a
     for (int64_t b = 0; b < p.batch; ++b) seqs.push_back({b, 0, p.tokens});
   }
   return seqs;
-}
-
-at::ScalarType compute_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-at::Tensor as_compute(const at::Tensor& t, at::ScalarType type) {
-  return t.to(type).contiguous();
 }
 
 // λ_h = exp(-slope_h), evaluated in double and rounded once to the compute type.

@@ -12,6 +12,7 @@
 #include <limits>
 #include <vector>
 
+#include "compute_type.h"
 #include "na_neighbors.h"
 #include "vector_math.h"
 
@@ -22,14 +23,6 @@ namespace {
 int64_t grain_for(const NaProblem& p, int64_t rows_per_item = 1) {
   const int64_t work = std::max<int64_t>(1, p.max_window() * p.head_dim * rows_per_item);
   return std::max<int64_t>(1, 65536 / work);
-}
-
-at::ScalarType compute_type(const at::Tensor& t) {
-  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-at::Tensor as_compute(const at::Tensor& t, at::ScalarType type) {
-  return t.to(type).contiguous();
 }
 
 // Row (b, token, head) of a contiguous [B, N, heads, D] tensor.
