@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common_checks.h"
+
 namespace effattn {
 namespace {
 
@@ -121,15 +123,7 @@ BlockSparseProblem check_block_sparse_inputs(
   TORCH_CHECK(v.dim() == 4, "v must have rank 4 ([B, Nk, H_kv, D]), got shape ", v.sizes());
   TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(),
               " and ", v.sizes());
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-              "q, k and v must have the same dtype, got ", q.scalar_type(), ", ",
-              k.scalar_type(), " and ", v.scalar_type());
-  TORCH_CHECK(at::isFloatingType(q.scalar_type()),
-              "q must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
-              q.scalar_type());
-  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(),
-              "q, k and v must be on the same device, got ", q.device(), ", ", k.device(),
-              " and ", v.device());
+  check_qkv_dtype_device(q, k, v);
   TORCH_CHECK(q.size(0) == k.size(0), "q and k must have the same batch size, got ", q.size(0),
               " and ", k.size(0));
   TORCH_CHECK(q.size(3) == k.size(3), "q and k must have the same head dim, got ", q.size(3),

@@ -6,20 +6,14 @@
 #include <cmath>
 #include <vector>
 
+#include "common_checks.h"
+
 namespace effattn {
 namespace {
 
 void check_qkv_common(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const char* layout_q, const char* layout_v) {
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-              "q, k and v must have the same dtype, got ", q.scalar_type(), ", ",
-              k.scalar_type(), " and ", v.scalar_type());
-  TORCH_CHECK(at::isFloatingType(q.scalar_type()),
-              "q must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
-              q.scalar_type());
-  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(),
-              "q, k and v must be on the same device, got ", q.device(), ", ", k.device(),
-              " and ", v.device());
+  check_qkv_dtype_device(q, k, v);
   TORCH_CHECK(q.sizes() == k.sizes(), "q and k must have the same shape ", layout_q,
               " (same head dim D), got ", q.sizes(), " and ", k.sizes());
   TORCH_CHECK(v.sizes().slice(0, v.dim() - 1) == q.sizes().slice(0, q.dim() - 1),

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "common_checks.h"
+
 namespace effattn {
 namespace {
 
@@ -27,15 +29,7 @@ NaProblem check_na_inputs(int rank, const at::Tensor& q, const at::Tensor& k, co
   TORCH_CHECK(v.dim() == ndim, "v must have rank ", ndim, ", got shape ", v.sizes());
   TORCH_CHECK(k.sizes() == v.sizes(), "k and v must have the same shape, got ", k.sizes(),
               " and ", v.sizes());
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-              "q, k and v must have the same dtype, got ", q.scalar_type(), ", ",
-              k.scalar_type(), " and ", v.scalar_type());
-  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(),
-              "q, k and v must be on the same device, got ", q.device(), ", ", k.device(),
-              " and ", v.device());
-  TORCH_CHECK(at::isFloatingType(q.scalar_type()),
-              "q must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
-              q.scalar_type());
+  check_qkv_dtype_device(q, k, v);
   for (int64_t d = 0; d <= rank; ++d) {
     TORCH_CHECK(q.size(d) == k.size(d), "q and k must agree on the batch and token axes, got ",
                 q.sizes(), " and ", k.sizes());
