@@ -4,8 +4,9 @@
 # one crash cannot hide the others' results) and `python -m effattn bench`, and print a
 # short summary last. Everything that comes back lands in $OUT (default build/device_out):
 # logs.txt, and per bench group its bench.json and PNG plot.
-#   bash scripts/device_run.sh [stages...]   stages: selftest pytest bench sanitize
+#   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench sanitize
 #   BENCH_GROUPS="na bs lightning"           one bench process per group (each with its timeout)
+#   PYTEST_FILES="tests/cuda/test_x.py ..."  a subset of the CUDA pytest files
 # Wheels in .whl/ (e.g. fla-core for the lightning peer) are installed to /tmp/site first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,8 +48,17 @@ for stage in $STAGES; do
         cat st.log >> "$LOG"
         note "selftest $t rc=$rc: $(tail -1 st.log)"
       done ;;
+    selfbench)
+      for t in ${SELFBENCH:-na}; do
+        section "selfbench $t"
+        dir=build/cuda; [ "$t" = lightning ] && dir=build/lightning
+        timeout 150 "$dir/${t}_cuda_selftest" --bench > sb.log 2>&1; rc=$?
+        cat sb.log >> "$LOG"
+        note "selfbench $t rc=$rc"
+        cat sb.log
+      done ;;
     pytest)
-      for f in tests/cuda/test_*.py; do
+      for f in ${PYTEST_FILES:-tests/cuda/test_*.py}; do
         section "pytest $f"
         timeout 120 python3 -m pytest "$f" -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
         cat pt.log >> "$LOG"

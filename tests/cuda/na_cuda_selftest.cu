@@ -3,7 +3,8 @@
 //   na_cuda_selftest            run every case, forward + backward, against a CPU fp64
 //                               reference built on window.h; prints one line per case and
 //                               "N passed, M failed"; exit code 1 on any failure.
-//   na_cuda_selftest --bench    time forward / backward on the ANCHORS.md NA problems.
+//   na_cuda_selftest --bench    time forward / backward on the ANCHORS.md NA problems
+//                               (--fwd-only: forward only).
 //   na_cuda_selftest --filter S only cases whose name contains S.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -495,7 +496,7 @@ double time_median(F&& f, int warm, int iters) {
   return ms[ms.size() / 2];
 }
 
-int bench(const std::string& filter) {
+int bench(const std::string& filter, bool fwd_only) {
   const BenchCase cases[] = {
       {"1D L32768 K2049 B2 H16 D128", 1, {32768, 1, 1}, {2049, 1, 1}, 2, 16, 128, 2.99, 8.17},
       {"2D 128x128 K13 B1 H16 D128", 2, {128, 128, 1}, {13, 13, 1}, 1, 16, 128, 0.906, 2.30},
@@ -549,7 +550,7 @@ int bench(const std::string& filter) {
       continue;
     }
     const double fwd = time_median([&] { CUDA_CHECK(effattn::cuda::na_forward(p, nullptr)); }, 3, 20);
-    const double bwd = time_median([&] { CUDA_CHECK(effattn::cuda::na_backward(p, nullptr)); }, 3, 20);
+    const double bwd = fwd_only ? 0.0 : time_median([&] { CUDA_CHECK(effattn::cuda::na_backward(p, nullptr)); }, 3, 20);
     double window = 1;
     for (int a = 0; a < bc.rank; ++a) window *= double(bc.K[a]);
     const double flops = 4.0 * bc.B * bc.H * double(g.N) * window * bc.D;
@@ -569,13 +570,14 @@ int bench(const std::string& filter) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool do_bench = false;
+  bool do_bench = false, fwd_only = false;
   std::string filter;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--bench")) do_bench = true;
+    else if (!std::strcmp(argv[i], "--fwd-only")) fwd_only = true;
     else if (!std::strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--bench] [--filter SUBSTRING]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--bench [--fwd-only]] [--filter SUBSTRING]\n", argv[0]);
       return 2;
     }
   }
@@ -584,7 +586,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-  if (do_bench) return bench(filter);
+  if (do_bench) return bench(filter, fwd_only);
 
   int passed = 0, failed = 0;
   uint64_t seed = 1234;

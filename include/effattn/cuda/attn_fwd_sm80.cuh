@@ -36,6 +36,7 @@ struct FwdArgs {
   int32_t heads;
   int32_t kv_group;  // heads / kv_heads
   float scale_log2;  // softmax scale * log2(e)
+  int32_t pingpong;  // SM90 core: alternate the two consumer warpgroups' wgmma issue
 };
 
 template <int D, int kWarps, int kMT = 1>

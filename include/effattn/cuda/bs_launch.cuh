@@ -10,7 +10,9 @@
 #include "effattn/block_sparse_cuda.h"
 #include "effattn/cuda/attn_bwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
+#include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/block_list_policy.cuh"
+#include "effattn/cuda/sm90_dispatch.cuh"
 
 namespace effattn {
 namespace cuda {
@@ -87,12 +89,8 @@ inline BlockListPolicy make_block_list_policy(const BlockSparseParams& p, int q_
   return pol;
 }
 
-template <typename T, int D>
-cudaError_t launch_bs_forward(const BlockSparseParams& p, cudaStream_t stream) {
-  constexpr int kWarps = BsCfg<D>::kFwdWarps;
-  using Cfg = FwdConfig<D, kWarps, 1>;
+inline FwdArgs bs_fwd_args(const BlockSparseParams& p) {
   const bool vl = bs_varlen(p);
-  const BlockListPolicy pol = make_block_list_policy(p, Cfg::BM);
   FwdArgs a;
   a.q = p.q;
   a.k = p.k;
@@ -107,6 +105,42 @@ cudaError_t launch_bs_forward(const BlockSparseParams& p, cudaStream_t stream) {
   a.heads = static_cast<int32_t>(p.heads);
   a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
   a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.pingpong = sm90_pingpong();
+  return a;
+}
+
+// Hopper core: 128-row query tiles, so only for 128-row query blocks (a query tile must not
+// straddle two blocks' key lists).
+template <typename T, int D, int kPair>
+cudaError_t launch_bs_forward_sm90(const BlockSparseParams& p, cudaStream_t stream) {
+  using Cfg = Sm90FwdConfig<D, kPair>;
+  const BlockListPolicy pol = make_block_list_policy(p, Cfg::BM);
+  const FwdArgs a = bs_fwd_args(p);
+  auto kernel = attn_fwd_sm90_kernel<T, D, kPair, BlockListPolicy>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = (bs_max_q(p) + Cfg::BM - 1) / Cfg::BM;
+  if (tiles == 0) return cudaSuccess;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.heads),
+                  static_cast<unsigned>(bs_grid_batch(p)));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+  return cudaGetLastError();
+}
+
+template <typename T, int D>
+cudaError_t launch_bs_forward(const BlockSparseParams& p, cudaStream_t stream) {
+  if constexpr (D == 64 || D == 128) {
+    if (p.block_q % Sm90FwdConfig<D, 1>::BM == 0 &&
+        sm90_kernel_usable(attn_fwd_sm90_kernel<T, D, 2, BlockListPolicy>)) {
+      return sm90_pair() == 2 ? launch_bs_forward_sm90<T, D, 2>(p, stream)
+                              : launch_bs_forward_sm90<T, D, 1>(p, stream);
+    }
+  }
+  constexpr int kWarps = BsCfg<D>::kFwdWarps;
+  using Cfg = FwdConfig<D, kWarps, 1>;
+  const BlockListPolicy pol = make_block_list_policy(p, Cfg::BM);
+  const FwdArgs a = bs_fwd_args(p);
   auto kernel = attn_fwd_kernel<T, D, kWarps, 1, BsCfg<D>::kFwdMinBlocks, BlockListPolicy>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);

@@ -8,7 +8,9 @@
 
 #include "effattn/cuda/attn_bwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
+#include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/na_policy.cuh"
+#include "effattn/cuda/sm90_dispatch.cuh"
 #include "effattn/na_cuda.h"
 
 namespace effattn {
@@ -123,13 +125,7 @@ inline CoreStrides contiguous_strides(const NaParams& p, int64_t w) {
   return c;
 }
 
-template <typename T, int D, int kMT>
-cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
-  constexpr int kWarps = NaFwdCfg<D>::kWarps;
-  using Cfg = FwdConfig<D, kWarps, kMT>;
-  const NaTileShape tiles = na_choose_tiles(p, Cfg::BM, Cfg::BN);
-  NaPolicy pol;
-  pol.geom = make_na_geom(p, tiles);
+inline FwdArgs na_fwd_args(const NaParams& p) {
   FwdArgs a;
   a.q = p.q;
   a.k = p.k;
@@ -144,7 +140,35 @@ cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
   a.heads = static_cast<int32_t>(p.heads);
   a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
   a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.pingpong = sm90_pingpong();
+  return a;
+}
+
+template <typename T, int D, int kMT>
+cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
+  constexpr int kWarps = NaFwdCfg<D>::kWarps;
+  using Cfg = FwdConfig<D, kWarps, kMT>;
+  NaPolicy pol;
+  pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::BM, Cfg::BN));
+  const FwdArgs a = na_fwd_args(p);
   auto kernel = attn_fwd_kernel<T, D, kWarps, kMT, NaFwdCfg<D>::kMinBlocks, NaPolicy>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(pol.num_q_tiles()), static_cast<unsigned>(p.heads),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+  return cudaGetLastError();
+}
+
+// Hopper core (head dims 64 / 128): 128-query tiles, kPair 64-key tiles per step.
+template <typename T, int D, int kPair>
+cudaError_t launch_na_forward_sm90(const NaParams& p, cudaStream_t stream) {
+  using Cfg = Sm90FwdConfig<D, kPair>;
+  NaPolicy pol;
+  pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::BM, 64));
+  const FwdArgs a = na_fwd_args(p);
+  auto kernel = attn_fwd_sm90_kernel<T, D, kPair, NaPolicy>;
   cudaError_t err =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
@@ -156,6 +180,12 @@ cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
 
 template <typename T, int D>
 cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
+  if constexpr (D == 64 || D == 128) {
+    if (sm90_kernel_usable(attn_fwd_sm90_kernel<T, D, 2, NaPolicy>)) {
+      return sm90_pair() == 2 ? launch_na_forward_sm90<T, D, 2>(p, stream)
+                              : launch_na_forward_sm90<T, D, 1>(p, stream);
+    }
+  }
   if constexpr (NaFwdCfg<D>::kHasMT2) {
     if (p.rank == 1) return launch_na_forward_cfg<T, D, 2>(p, stream);
   }

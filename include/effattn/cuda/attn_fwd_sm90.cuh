@@ -1,0 +1,388 @@
+// Hopper (sm_90a) fused attention forward core: wgmma + warp specialisation, templated on
+// the same tile policies as the SM80 core (na_policy.cuh documents the interface).
+//
+// One CTA = one query tile of BM = 128 rows for one (batch, head), 3 warpgroups:
+//   warpgroup 0: producer. Gathers Q once and then each step's K and V rows (policy
+//     coordinates, any strides) with cp.async into a kStages-deep ring of shared-memory
+//     stages; cp.async completion arrives on the stage's `full` mbarrier. All four warps
+//     copy (one warp alone could not issue the copies and their address arithmetic within
+//     a step's compute time: that version measured 1.5x slower than the SM80 core).
+//   warpgroups 1, 2: consumers, 64 query rows each, Q held in registers (wgmma's A operand
+//     from registers, so shared memory only streams K and V). Per key tile i:
+//       issue S_i = Q K_i^T  and  O += P_{i-1} V_{i-1}   (both asynchronous)
+//       wait for S_i; mask, online softmax of S_i        (overlaps the P V wgmma)
+//       wait for P V; release stage i-1 (`empty`); rescale O; P_i = pack(S_i)
+//     With args.pingpong the two consumer warpgroups take turns issuing their wgmmas (named
+//     barriers 1 and 2, as in FlashAttention-3), so one group's softmax runs while the
+//     other's matrix products keep the tensor cores busy instead of both competing at once.
+// The policies hand out key tiles of 64 tokens (row_mask64); one step of the consumers takes
+// kPair of them (kPair = 2: S is 64 x 128 per warpgroup, half the per-step overhead).
+// Softmax in fp32 with exp2.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "effattn/cuda/attn_fwd_sm80.cuh"  // FwdArgs, CoreStrides, token_offset
+#include "effattn/cuda/sm80_ptx.cuh"
+#include "effattn/cuda/sm90_ptx.cuh"
+
+namespace effattn {
+namespace cuda {
+
+template <int D, int kPair>
+struct Sm90FwdConfig {
+  static_assert(D == 64 || D == 128, "SM90 forward core: head dims 64 and 128");
+  static_assert(kPair == 1 || kPair == 2, "SM90 forward core: 1 or 2 key tiles per step");
+  static constexpr int BM = 128;         // query rows: 64 per consumer warpgroup
+  static constexpr int NB = 64 * kPair;  // key rows per step
+  static constexpr int kThreads = 384;
+  static constexpr int kTileQ = BM * D * 2;
+  static constexpr int kTileKV = NB * D * 2;
+  // As many K / V stages as fit next to Q in 227 KB (+ 1 KB alignment slack, barriers).
+  static constexpr int kStages = (227 * 1024 - 1024 - 256 - kTileQ) / (2 * kTileKV) < 8
+                                     ? (227 * 1024 - 1024 - 256 - kTileQ) / (2 * kTileKV)
+                                     : 8;
+  static_assert(kStages >= 2, "SM90 forward core: not enough shared memory for 2 stages");
+  static constexpr int kOffK = kTileQ;
+  static constexpr int kOffV = kOffK + kStages * kTileKV;
+  static constexpr int kOffBars = kOffV + kStages * kTileKV;  // q_full, full[S], empty[S]
+  // + 1024: the dynamic shared memory base is aligned up to the swizzle's 1024 bytes.
+  static constexpr int kSmemBytes = kOffBars + (1 + 2 * kStages) * 8 + 1024;
+  // kPair = 1 keeps Q in registers (A operand from registers: shared memory then streams only
+  // K and V, which matters at N = 64); kPair = 2 needs those registers for the 64 x 128 S and
+  // P, and reads Q from shared memory (S = 64 x 128 per wgmma keeps that within bandwidth).
+  static constexpr bool kQInRegs = kPair == 1;
+  // 128 * producer + 256 * consumer registers <= 64 K.
+  static constexpr int kProducerRegs = 72;
+  static constexpr int kConsumerRegs = 208;
+};
+
+// Producer warpgroup: cp.async of a ROWS x D tile. Warp w owns rows [w R, (w + 1) R),
+// R = ROWS / 4; lane l < R holds the element offset of row w R + l in `my_off` (< 0: padding
+// row, zero-filled). Each instruction covers 32 / (D / 8) whole rows (128-byte lines); the
+// offsets travel by shuffle, so no shared-memory table or producer barrier is needed.
+template <int D, int ROWS, typename T>
+__device__ __forceinline__ void sm90_load_rows(uint32_t s_tile, const T* base, int64_t my_off,
+                                               int warp, int lane) {
+  constexpr int C = D / 8;
+  constexpr int RPI = 32 / C;
+  constexpr int R = ROWS / 4;
+  static_assert(R <= 32 && R % RPI == 0, "sm90_load_rows: tile shape");
+  const int ch = lane % C;
+#pragma unroll
+  for (int t = 0; t < R / RPI; ++t) {
+    const int rl = t * RPI + lane / C;
+    const int64_t o = __shfl_sync(0xffffffffu, my_off, rl);
+    const bool valid = o >= 0;
+    cp_async_16(s_tile + sm90::panel_offset<ROWS>(warp * R + rl, ch), valid ? base + o + ch * 8 : base,
+                valid);
+  }
+}
+
+template <typename T, int D, int kPair, class Policy>
+__global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const FwdArgs args, const Policy policy) {
+#ifdef EFFATTN_SM90_ENABLED
+  using Cfg = Sm90FwdConfig<D, kPair>;
+  constexpr int BM = Cfg::BM;
+  constexpr int NB = Cfg::NB;
+  constexpr int S = Cfg::kStages;
+  using Tr = ElemTraits<T>;
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t sQ = (raw + 1023u) & ~1023u;
+  const uint32_t sK0 = sQ + Cfg::kOffK;
+  const uint32_t sV0 = sQ + Cfg::kOffV;
+  const uint32_t bar_q = sQ + Cfg::kOffBars;
+  const uint32_t bar_full = bar_q + 8;          // + 8 * stage
+  const uint32_t bar_empty = bar_full + 8 * S;  // + 8 * stage
+
+  const int tid = threadIdx.x;
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y;
+  const int kvh = h / args.kv_group;
+
+  typename Policy::QTile qt;
+  if (!policy.setup_q_tile(static_cast<int64_t>(blockIdx.x), qt)) return;
+  const int n_k = policy.num_k(qt);               // policy key tiles (64 keys each)
+  const int n_steps = (n_k + kPair - 1) / kPair;  // consumer steps
+
+  if (tid == 0) {
+    sm90::mbar_init(bar_q, 128);
+    for (int s = 0; s < S; ++s) {
+      sm90::mbar_init(bar_full + 8 * s, 128);
+      sm90::mbar_init(bar_empty + 8 * s, 256);
+    }
+    sm90::mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (tid < 128) {
+    // ---------------- producer ----------------
+    sm90::regs_dealloc<Cfg::kProducerRegs>();
+    const int warp = tid / 32, lane = tid % 32;
+    const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + h * args.sq.head;
+    const T* k_base = static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head;
+    const T* v_base = static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head;
+    {
+      int64_t c[3];
+      const int64_t off = policy.q_coord(qt, tid, c) ? token_offset(args.sq, c) : -1;
+      sm90_load_rows<D, BM>(sQ, q_base, off, warp, lane);
+      sm90::mbar_arrive_cp_async(bar_q);
+    }
+    constexpr int R = NB / 4;  // key rows per producer warp and step
+    for (int j = 0; j < n_steps; ++j) {
+      const int stage = j % S;
+      if (j >= S) sm90::mbar_wait(bar_empty + 8 * stage, ((j / S) + 1) & 1);
+      int64_t ok = -1, ov = -1;
+      if (lane < R) {
+        const int row = warp * R + lane;
+        const int i = j * kPair + row / 64;  // policy tile of this row
+        if (i < n_k) {
+          const typename Policy::KTile kt = policy.k_tile(qt, i);
+          int64_t c[3];
+          if (policy.k_coord(kt, row % 64, c)) {
+            ok = token_offset(args.sk, c);
+            ov = token_offset(args.sv, c);
+          }
+        }
+      }
+      sm90_load_rows<D, NB>(sK0 + stage * Cfg::kTileKV, k_base, ok, warp, lane);
+      sm90_load_rows<D, NB>(sV0 + stage * Cfg::kTileKV, v_base, ov, warp, lane);
+      sm90::mbar_arrive_cp_async(bar_full + 8 * stage);
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  // ---------------- consumers ----------------
+  sm90::regs_alloc<Cfg::kConsumerRegs>();
+  const int wg = tid / 128 - 1;
+  const int wtid = tid % 128;
+  const int warp = wtid / 32;
+  const int lane = wtid % 32;
+  const int grp = lane / 4;
+  const int qid = lane % 4;
+  const int r0 = wg * 64 + warp * 16 + grp;  // this thread's rows: r0, r0 + 8
+
+  const typename Policy::RowInfo ri[2] = {policy.row_info(qt, r0), policy.row_info(qt, r0 + 8)};
+
+  // Q fragments (A operand of S = Q K^T), in registers for the whole tile (kQInRegs).
+  constexpr int QF = Cfg::kQInRegs ? D / 16 : 1;
+  uint32_t qf[QF][4];
+  sm90::mbar_wait(bar_q, 0);
+  if constexpr (Cfg::kQInRegs) {
+    const int a_row = (lane % 8) + ((lane / 8) % 2) * 8;
+    const int a_chunk = lane / 16;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      ldmatrix_x4(qf[kk], sQ + sm90::panel_offset<BM>(wg * 64 + warp * 16 + a_row, kk * 2 + a_chunk));
+  }
+
+  float acc[D / 2];
+  float s[NB / 2];
+  uint32_t pf[NB / 16][4];
+#pragma unroll
+  for (int j = 0; j < D / 2; ++j) acc[j] = 0.f;
+  float row_max[2] = {-INFINITY, -INFINITY};
+  float row_sum[2] = {0.f, 0.f};
+
+  auto issue_s = [&](int j) {
+    const uint32_t kb = sK0 + (j % S) * Cfg::kTileKV;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const uint64_t desc = sm90::desc_kmajor(kb + (kk / 4) * (NB * 128) + (kk % 4) * 32);
+      if constexpr (Cfg::kQInRegs) {
+        sm90::wgmma_rs<T, NB, 0>(s, qf[kk], desc, kk > 0 ? 1 : 0);
+      } else {
+        static_assert(NB == 128, "Q from shared memory: S tiles of 128 keys");
+        const uint64_t desc_q =
+            sm90::desc_kmajor(sQ + wg * 64 * 128 + (kk / 4) * (BM * 128) + (kk % 4) * 32);
+        sm90::wgmma_m64n128k16_ss<T, 0>(s, desc_q, desc, kk > 0 ? 1 : 0);
+      }
+    }
+  };
+  auto issue_pv = [&](int j) {
+    const uint32_t vb = sV0 + (j % S) * Cfg::kTileKV;
+#pragma unroll
+    for (int kk = 0; kk < NB / 16; ++kk) {
+      const uint64_t desc = sm90::desc_mnmajor(vb + kk * 16 * 128, NB * 128);
+      sm90::wgmma_rs<T, D, 1>(acc, pf[kk], desc, 1);
+    }
+  };
+  // Mask + scale the step's S (log2 domain), update the running max / sum, S <- P (fp32).
+  // alpha: the factor the output accumulator must be rescaled by.
+  auto softmax = [&](int j, float (&alpha)[2]) {
+    bool masked = false;
+    uint64_t mk[kPair][2];
+#pragma unroll
+    for (int u = 0; u < kPair; ++u) {
+      const int i = j * kPair + u;
+      if (i < n_k) {
+        const typename Policy::KTile kt = policy.k_tile(qt, i);
+        if (policy.needs_mask(qt, kt)) {
+          masked = true;
+          // Pre-shift so that bit (n * 8 + e2) is column n * 8 + 2 * qid + e2.
+          mk[u][0] = policy.row_mask64(ri[0], kt) >> (qid * 2);
+          mk[u][1] = policy.row_mask64(ri[1], kt) >> (qid * 2);
+        } else {
+          mk[u][0] = mk[u][1] = ~0ull;
+        }
+      } else {
+        masked = true;  // missing second tile of the last step
+        mk[u][0] = mk[u][1] = 0ull;
+      }
+    }
+    if (masked) {
+#pragma unroll
+      for (int n = 0; n < NB / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float& x = s[4 * n + e];
+          const bool ok = (mk[n / 8][e / 2] >> ((n % 8) * 8 + (e & 1))) & 1ull;
+          x = ok ? x * args.scale_log2 : -INFINITY;
+        }
+    } else {
+#pragma unroll
+      for (int n = 0; n < NB / 2; ++n) s[n] *= args.scale_log2;
+    }
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < NB / 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * rr], s[4 * n + 2 * rr + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(row_max[rr], mx);
+      const float m_base = m_new == -INFINITY ? 0.f : m_new;
+      alpha[rr] = fast_exp2(row_max[rr] - m_base);  // 0 when row_max was -inf
+      row_max[rr] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < NB / 8; ++n) {
+        const float p0 = fast_exp2(s[4 * n + 2 * rr] - m_base);
+        const float p1 = fast_exp2(s[4 * n + 2 * rr + 1] - m_base);
+        s[4 * n + 2 * rr] = p0;
+        s[4 * n + 2 * rr + 1] = p1;
+        sum += p0 + p1;
+      }
+      row_sum[rr] = row_sum[rr] * alpha[rr] + sum;
+    }
+  };
+  // S accumulator (m64nNB layout) -> A-operand fragments of P V, one per 16 keys.
+  auto pack_p = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < NB / 16; ++kk) {
+      pf[kk][0] = Tr::pack(s[8 * kk + 0], s[8 * kk + 1]);
+      pf[kk][1] = Tr::pack(s[8 * kk + 2], s[8 * kk + 3]);
+      pf[kk][2] = Tr::pack(s[8 * kk + 4], s[8 * kk + 5]);
+      pf[kk][3] = Tr::pack(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+  };
+  // Register operands of in-flight wgmmas must stay allocated until the wait that covers
+  // them: these empty asm statements "use" them at that point.
+  auto fence_q = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < QF; ++kk) sm90::fence_regs(qf[kk]);
+  };
+  auto fence_p = [&]() {
+#pragma unroll
+    for (int kk = 0; kk < NB / 16; ++kk) sm90::fence_regs(pf[kk]);
+  };
+
+  // Turn-taking of the wgmma issue (pingpong): warpgroup wg waits on barrier 1 + wg, then
+  // hands the turn to the other one. Warpgroup 1 grants warpgroup 0 the first turn and skips
+  // its last hand-back, so every barrier sees as many arrivals as waits.
+  // Issue points: S_0, the loop's n_steps - 1, the last P V (`last`).
+  const bool pingpong = args.pingpong != 0 && n_steps > 0;
+  auto my_turn = [&]() {
+    if (pingpong) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + wg) : "memory");
+  };
+  auto pass_turn = [&](bool last) {
+    if (pingpong && (wg == 0 || !last)) asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - wg) : "memory");
+  };
+  if (pingpong && wg == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
+
+  if (n_steps > 0) {
+    float alpha[2];
+    sm90::mbar_wait(bar_full, 0);
+    my_turn();
+    sm90::wgmma_fence();
+    issue_s(0);
+    sm90::wgmma_commit();
+    pass_turn(false);
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(s);
+    fence_q();
+    softmax(0, alpha);
+    pack_p();
+    for (int j = 1; j < n_steps; ++j) {
+      sm90::mbar_wait(bar_full + 8 * (j % S), (j / S) & 1);
+      sm90::fence_regs(acc);
+      fence_p();
+      my_turn();
+      sm90::wgmma_fence();
+      issue_s(j);
+      sm90::wgmma_commit();
+      issue_pv(j - 1);
+      sm90::wgmma_commit();
+      pass_turn(false);
+      sm90::wgmma_wait<1>();  // S_j is ready; P_{j-1} V_{j-1} may still run
+      sm90::fence_regs(s);
+      fence_q();
+      softmax(j, alpha);
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(acc);
+      fence_p();
+      sm90::mbar_arrive(bar_empty + 8 * ((j - 1) % S));
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        acc[4 * n + 0] *= alpha[0];
+        acc[4 * n + 1] *= alpha[0];
+        acc[4 * n + 2] *= alpha[1];
+        acc[4 * n + 3] *= alpha[1];
+      }
+      pack_p();
+    }
+    sm90::fence_regs(acc);
+    fence_p();
+    my_turn();
+    sm90::wgmma_fence();
+    issue_pv(n_steps - 1);
+    sm90::wgmma_commit();
+    pass_turn(true);
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(acc);
+    fence_p();
+  }
+
+  // Epilogue (same row ownership as the SM80 core's m16n8 accumulators).
+  T* o_base = static_cast<T*>(args.o) + b * args.so.batch + h * args.so.head;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    float l = row_sum[rr];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    int64_t c[3];
+    if (!policy.q_coord(qt, r0 + rr * 8, c)) continue;
+    T* orow = o_base + token_offset(args.so, c);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      const uint32_t packed = Tr::pack(acc[4 * n + 2 * rr] * inv, acc[4 * n + 2 * rr + 1] * inv);
+      *reinterpret_cast<uint32_t*>(orow + n * 8 + qid * 2) = packed;
+    }
+    if (args.lse != nullptr && qid == 0) {
+      const float lse = l > 0.f ? (row_max[rr] + log2f(l)) * 0.69314718055994531f : -INFINITY;
+      args.lse[b * args.slse.batch + h * args.slse.head + token_offset(args.slse, c)] = lse;
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+}  // namespace cuda
+}  // namespace effattn

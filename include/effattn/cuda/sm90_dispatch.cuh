@@ -1,0 +1,54 @@
+// Host-side choice between the SM80-class and the Hopper (sm_90a) attention cores.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace effattn {
+namespace cuda {
+
+// EFFATTN_FORCE_SM80=1 keeps every launch on the SM80-class core (A/B comparisons, tests).
+inline bool sm90_disabled_by_env() {
+  static const bool disabled = [] {
+    const char* v = std::getenv("EFFATTN_FORCE_SM80");
+    return v != nullptr && std::strcmp(v, "") != 0 && std::strcmp(v, "0") != 0;
+  }();
+  return disabled;
+}
+
+// Key tiles per consumer step of the SM90 forward core (EFFATTN_SM90_PAIR=1 or 2; tuning).
+inline int sm90_pair() {
+  static const int pair = [] {
+    const char* v = std::getenv("EFFATTN_SM90_PAIR");
+    return v != nullptr && std::strcmp(v, "1") == 0 ? 1 : 2;
+  }();
+  return pair;
+}
+
+// Turn-taking of the two consumer warpgroups (EFFATTN_SM90_PINGPONG=0 turns it off; tuning).
+inline int sm90_pingpong() {
+  static const int on = [] {
+    const char* v = std::getenv("EFFATTN_SM90_PINGPONG");
+    return v != nullptr && std::strcmp(v, "0") == 0 ? 0 : 1;
+  }();
+  return on;
+}
+
+// True when the current device is Hopper and `kernel` was compiled as sm_90a machine code
+// (a build without sm_90a, or a JIT from older PTX, holds only the kernel's trap stub).
+template <typename Kernel>
+bool sm90_kernel_usable(Kernel kernel) {
+  if (sm90_disabled_by_env()) return false;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return false;
+  if (major != 9) return false;
+  cudaFuncAttributes fa;
+  if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) return false;
+  return fa.ptxVersion >= 90 && fa.binaryVersion >= 90;
+}
+
+}  // namespace cuda
+}  // namespace effattn
