@@ -9,6 +9,7 @@
 
 #include "effattn/block_sparse_cuda.h"
 #include "effattn/cuda/attn_bwd_sm80.cuh"
+#include "effattn/cuda/attn_bwd_sm90.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/block_list_policy.cuh"
@@ -197,6 +198,9 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
   CoreStrides sdelta = sdelta_full;
   if (vl) sdelta.batch = 0;
   cudaError_t err;
+  // Hopper dK/dV and dQ passes (64-row query tiles in both) where the build has them.
+  bool use90 = false;
+  if constexpr (D == 64 || D == 128) use90 = sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, BlockListPolicy>);
   {
     TokenSpace ts;
     ts.batch = p.batch;
@@ -255,14 +259,29 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
     auto kernel = attn_bwd_kv_kernel<T, D, kWarps, kBMb, BsCfg<D>::kBwdMinBlocks, BlockListPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
     if (err != cudaSuccess) return err;
+    const int kv_q_rows = use90 ? 64 : kBMb;  // query tile of the pass
+    static_assert(Cfg::BN == 64, "both dK/dV cores use 64-key tiles");
     const int64_t tiles = (bs_max_k(p) + Cfg::BN - 1) / Cfg::BN;
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.kv_heads),
                     static_cast<unsigned>(batch_grid));
+    auto launch_kv = [&](const BwdArgs& args, const BlockListPolicy& pol) -> cudaError_t {
+      if constexpr (D == 64 || D == 128) {
+        if (use90) {
+          auto k90 = attn_bwd_kv_sm90_kernel<T, D, BlockListPolicy>;
+          constexpr int kSmem = Sm90BwdConfig<D>::kKvSmem;
+          const cudaError_t e = cudaFuncSetAttribute(k90, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+          if (e != cudaSuccess) return e;
+          k90<<<grid, Sm90BwdConfig<D>::kThreads, kSmem, stream>>>(args, pol);
+          return cudaGetLastError();
+        }
+      }
+      kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(args, pol);
+      return cudaGetLastError();
+    };
     if (tiles > 0) {
       if (!split) {
-        const BlockListPolicy pol = make_block_list_policy(p, kBMb);
-        kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
-        err = cudaGetLastError();
+        const BlockListPolicy pol = make_block_list_policy(p, kv_q_rows);
+        err = launch_kv(a, pol);
         if (err != cudaSuccess) return err;
       } else {
         for (int64_t g = 0; g < group; ++g) {
@@ -281,11 +300,10 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           ag.dv = part_dv + g * kv_elems;
           ag.sdk = s_part;
           ag.sdv = s_part;
-          BlockListPolicy pol = make_block_list_policy(p, kBMb);
+          BlockListPolicy pol = make_block_list_policy(p, kv_q_rows);
           pol.head_mul = static_cast<int32_t>(group);
           pol.head_add = static_cast<int32_t>(g);
-          kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(ag, pol);
-          err = cudaGetLastError();
+          err = launch_kv(ag, pol);
           if (err != cudaSuccess) return err;
         }
         const int64_t pairs = kv_elems / 2;
@@ -330,11 +348,23 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
     auto kernel = attn_bwd_dq_kernel<T, D, kWarps, BsCfg<D>::kDqMinBlocks, BlockListPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
     if (err != cudaSuccess) return err;
+    static_assert(Cfg::BM == 64, "both dQ cores use 64-row query tiles");
     const int64_t tiles = (bs_max_q(p) + Cfg::BM - 1) / Cfg::BM;
     if (tiles > 0) {
       const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.heads),
                       static_cast<unsigned>(batch_grid));
-      kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
+      bool done = false;
+      if constexpr (D == 64 || D == 128) {
+        if (use90) {
+          auto k90 = attn_bwd_dq_sm90_kernel<T, D, BlockListPolicy>;
+          constexpr int kSmem = Sm90BwdConfig<D>::kDqSmem;
+          err = cudaFuncSetAttribute(k90, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+          if (err != cudaSuccess) return err;
+          k90<<<grid, Sm90BwdConfig<D>::kThreads, kSmem, stream>>>(a, pol);
+          done = true;
+        }
+      }
+      if (!done) kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
       err = cudaGetLastError();
     }
   }

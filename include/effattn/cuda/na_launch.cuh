@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "effattn/cuda/attn_bwd_sm80.cuh"
+#include "effattn/cuda/attn_bwd_sm90.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/na_policy.cuh"
@@ -192,6 +193,80 @@ cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
   return launch_na_forward_cfg<T, D, 1>(p, stream);
 }
 
+inline BwdArgs na_bwd_args(const NaParams& p, const float* delta, const CoreStrides& sdelta) {
+  BwdArgs a;
+  a.q = p.q;
+  a.k = p.k;
+  a.v = p.v;
+  a.dout = p.dout;
+  a.lse = p.lse;
+  a.delta = delta;
+  a.dk = p.dk;
+  a.dv = p.dv;
+  a.sq = core_strides(p.q_strides, p.rank);
+  a.sk = core_strides(p.k_strides, p.rank);
+  a.sv = core_strides(p.v_strides, p.rank);
+  a.sdo = core_strides(p.do_strides, p.rank);
+  a.slse = core_strides(p.lse_strides, p.rank);
+  a.sdelta = sdelta;
+  a.sdk = core_strides(p.dk_strides, p.rank);
+  a.sdv = core_strides(p.dv_strides, p.rank);
+  a.heads = static_cast<int32_t>(p.heads);
+  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+  a.scale = p.scale;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  return a;
+}
+
+inline DqArgs na_dq_args(const NaParams& p, const float* delta, const CoreStrides& sdelta) {
+  DqArgs a;
+  a.q = p.q;
+  a.k = p.k;
+  a.v = p.v;
+  a.dout = p.dout;
+  a.lse = p.lse;
+  a.delta = delta;
+  a.dq = p.dq;
+  a.sq = core_strides(p.q_strides, p.rank);
+  a.sk = core_strides(p.k_strides, p.rank);
+  a.sv = core_strides(p.v_strides, p.rank);
+  a.sdo = core_strides(p.do_strides, p.rank);
+  a.slse = core_strides(p.lse_strides, p.rank);
+  a.sdelta = sdelta;
+  a.sdq = core_strides(p.dq_strides, p.rank);
+  a.heads = static_cast<int32_t>(p.heads);
+  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+  a.scale = p.scale;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+  return a;
+}
+
+// Hopper dK/dV and dQ passes (after the delta pre-pass): 64-key / 64-query tiles.
+template <typename T, int D>
+cudaError_t launch_na_backward_sm90(const NaParams& p, const float* delta, const CoreStrides& sdelta,
+                                    cudaStream_t stream) {
+  using Cfg = Sm90BwdConfig<D>;
+  NaPolicy pol;
+  pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::kRows, Cfg::kRows));
+  {
+    auto kernel = attn_bwd_kv_sm90_kernel<T, D, NaPolicy>;
+    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kKvSmem);
+    if (err != cudaSuccess) return err;
+    const dim3 grid(static_cast<unsigned>(pol.num_k_tiles()), static_cast<unsigned>(p.kv_heads),
+                    static_cast<unsigned>(p.batch));
+    kernel<<<grid, Cfg::kThreads, Cfg::kKvSmem, stream>>>(na_bwd_args(p, delta, sdelta), pol);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  auto kernel = attn_bwd_dq_sm90_kernel<T, D, NaPolicy>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kDqSmem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(pol.num_q_tiles()), static_cast<unsigned>(p.heads),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kDqSmem, stream>>>(na_dq_args(p, delta, sdelta), pol);
+  return cudaGetLastError();
+}
+
 template <typename T, int D>
 cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
   const TokenSpace ts = token_space(p);
@@ -207,6 +282,10 @@ cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
+  if constexpr (D == 64 || D == 128) {
+    if (sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, NaPolicy>))
+      return launch_na_backward_sm90<T, D>(p, delta, sdelta, stream);
+  }
   // dK, dV: key-tile major.
   {
     constexpr int kWarps = NaBwdCfg<D>::kWarps;
@@ -214,27 +293,7 @@ cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
     using Cfg = BwdConfig<D, kWarps, kBMb>;
     NaPolicy pol;
     pol.geom = make_na_geom(p, na_choose_tiles(p, kBMb, Cfg::BN));
-    BwdArgs a;
-    a.q = p.q;
-    a.k = p.k;
-    a.v = p.v;
-    a.dout = p.dout;
-    a.lse = p.lse;
-    a.delta = delta;
-    a.dk = p.dk;
-    a.dv = p.dv;
-    a.sq = core_strides(p.q_strides, p.rank);
-    a.sk = core_strides(p.k_strides, p.rank);
-    a.sv = core_strides(p.v_strides, p.rank);
-    a.sdo = core_strides(p.do_strides, p.rank);
-    a.slse = core_strides(p.lse_strides, p.rank);
-    a.sdelta = sdelta;
-    a.sdk = core_strides(p.dk_strides, p.rank);
-    a.sdv = core_strides(p.dv_strides, p.rank);
-    a.heads = static_cast<int32_t>(p.heads);
-    a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
-    a.scale = p.scale;
-    a.scale_log2 = p.scale * 1.4426950408889634f;
+    const BwdArgs a = na_bwd_args(p, delta, sdelta);
     auto kernel = attn_bwd_kv_kernel<T, D, kWarps, kBMb, NaBwdCfg<D>::kMinBlocks, NaPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
     if (err != cudaSuccess) return err;
@@ -250,25 +309,7 @@ cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
     using Cfg = DqConfig<D, kWarps>;
     NaPolicy pol;
     pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::BM, Cfg::BN));
-    DqArgs a;
-    a.q = p.q;
-    a.k = p.k;
-    a.v = p.v;
-    a.dout = p.dout;
-    a.lse = p.lse;
-    a.delta = delta;
-    a.dq = p.dq;
-    a.sq = core_strides(p.q_strides, p.rank);
-    a.sk = core_strides(p.k_strides, p.rank);
-    a.sv = core_strides(p.v_strides, p.rank);
-    a.sdo = core_strides(p.do_strides, p.rank);
-    a.slse = core_strides(p.lse_strides, p.rank);
-    a.sdelta = sdelta;
-    a.sdq = core_strides(p.dq_strides, p.rank);
-    a.heads = static_cast<int32_t>(p.heads);
-    a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
-    a.scale = p.scale;
-    a.scale_log2 = p.scale * 1.4426950408889634f;
+    const DqArgs a = na_dq_args(p, delta, sdelta);
     auto kernel = attn_bwd_dq_kernel<T, D, kWarps, NaDqCfg<D>::kMinBlocks, NaPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
     if (err != cudaSuccess) return err;

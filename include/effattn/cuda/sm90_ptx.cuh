@@ -142,6 +142,31 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32
   __trap();
 #endif
 }
+// D[64 x 64] (+)= A[64 x 16] (descriptor, K-major) * B[16 x 64] (descriptor).
+template <typename T, int kTnspB>
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
+                                                   int scale_d) {
+#ifdef EFFATTN_SM90_ENABLED
+#define EFFATTN_WGMMA_N64_SS(TY)                                                            \
+  asm volatile(                                                                             \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"                                          \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                           \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                             \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31},"                   \
+      " %32, %33, p, 1, 1, 0, %34;\n}\n"                                                    \
+      : EFFATTN_WGMMA_D8(0), EFFATTN_WGMMA_D8(8), EFFATTN_WGMMA_D8(16), EFFATTN_WGMMA_D8(24) \
+      : "l"(desc_a), "l"(desc_b), "n"(kTnspB), "r"(scale_d))
+  if constexpr (std::is_same<T, __half>::value) {
+    EFFATTN_WGMMA_N64_SS("f16");
+  } else {
+    EFFATTN_WGMMA_N64_SS("bf16");
+  }
+#undef EFFATTN_WGMMA_N64_SS
+#else
+  __trap();
+#endif
+}
+
 // D[64 x 128] (+)= A[64 x 16] (descriptor, K-major) * B[16 x 128] (descriptor).
 template <typename T, int kTnspB>
 __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
