@@ -409,6 +409,29 @@ struct DqArgs {
   float scale_log2;
 };
 
+// Host side: the fields BwdArgs and DqArgs share, from a launcher's parameters (NaParams or
+// BlockSparseParams); `strides` maps the launcher's TensorStrides to the core's.
+template <class Args, class Params, class StridesFn>
+inline void fill_bwd_common(Args& a, const Params& p, const float* delta, const CoreStrides& sdelta,
+                            StridesFn&& strides) {
+  a.q = p.q;
+  a.k = p.k;
+  a.v = p.v;
+  a.dout = p.dout;
+  a.lse = p.lse;
+  a.delta = delta;
+  a.sq = strides(p.q_strides);
+  a.sk = strides(p.k_strides);
+  a.sv = strides(p.v_strides);
+  a.sdo = strides(p.do_strides);
+  a.slse = strides(p.lse_strides);
+  a.sdelta = sdelta;
+  a.heads = static_cast<int32_t>(p.heads);
+  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
+  a.scale = p.scale;
+  a.scale_log2 = p.scale * 1.4426950408889634f;
+}
+
 template <typename T, int D, int kWarps, int kMinBlocks, class Policy>
 __global__ void __launch_bounds__(32 * kWarps, kMinBlocks)
     attn_bwd_dq_kernel(const DqArgs args, const Policy policy) {

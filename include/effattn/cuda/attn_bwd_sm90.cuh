@@ -103,35 +103,17 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
   if (!policy.setup_k_tile(static_cast<int64_t>(blockIdx.x), kt, qr)) return;
   const int total = args.kv_group * qr.count;
 
-  if (tid == 0) {
-    sm90::mbar_init(bar_kv, 128);
-    for (int s = 0; s < S; ++s) {
-      sm90::mbar_init(bar_full + 8 * s, 128);
-      sm90::mbar_init(bar_empty + 8 * s, 4);   // one arrival per consumer warp
-    }
-    sm90::mbar_init_fence();
-  }
-  __syncthreads();
+  sm90_init_pipeline(bar_kv, 128, bar_full, 128, bar_empty, 4 /* one per consumer warp */, S);
 
   if (tid < 128) {
     // ---------------- producer ----------------
     sm90::regs_dealloc<Cfg::kProducerRegs>();
     const int warp = tid / 32, lane = tid % 32;
-    {
-      int64_t ok = -1, ov = -1;
-      if (lane < R / 4) {
-        int64_t c[3];
-        if (policy.k_coord(kt, warp * (R / 4) + lane, c)) {
-          ok = token_offset(args.sk, c);
-          ov = token_offset(args.sv, c);
-        }
-      }
-      const T* k_base = static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head;
-      const T* v_base = static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head;
-      sm90_load_rows<D, R>(sK, k_base, ok, warp, lane);
-      sm90_load_rows<D, R>(sV, v_base, ov, warp, lane);
-      sm90::mbar_arrive_cp_async(bar_kv);
-    }
+    sm90_load_row_pair<D, R>(
+        sK, static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head, args.sk, sV,
+        static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head, args.sv,
+        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt, r, c); }, warp, lane);
+    sm90::mbar_arrive_cp_async(bar_kv);
     for (int it = 0; it < total; ++it) {
       const int st = it % S;
       if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
@@ -322,51 +304,26 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_dq_sm90_kernel(const DqArgs a
   if (!policy.setup_q_tile(static_cast<int64_t>(blockIdx.x), qt)) return;
   const int n_k = policy.num_k(qt);
 
-  if (tid == 0) {
-    sm90::mbar_init(bar_q, 128);
-    for (int s = 0; s < S; ++s) {
-      sm90::mbar_init(bar_full + 8 * s, 128);
-      sm90::mbar_init(bar_empty + 8 * s, 4);  // one arrival per consumer warp
-    }
-    sm90::mbar_init_fence();
-  }
-  __syncthreads();
+  sm90_init_pipeline(bar_q, 128, bar_full, 128, bar_empty, 4 /* one per consumer warp */, S);
 
   if (tid < 128) {
     // ---------------- producer ----------------
     sm90::regs_dealloc<Cfg::kProducerRegs>();
     const int warp = tid / 32, lane = tid % 32;
-    {
-      int64_t oq = -1, odo = -1;
-      if (lane < R / 4) {
-        int64_t c[3];
-        if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
-          oq = token_offset(args.sq, c);
-          odo = token_offset(args.sdo, c);
-        }
-      }
-      const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + h * args.sq.head;
-      const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + h * args.sdo.head;
-      sm90_load_rows<D, R>(sQ, q_base, oq, warp, lane);
-      sm90_load_rows<D, R>(sDO, do_base, odo, warp, lane);
-      sm90::mbar_arrive_cp_async(bar_q);
-    }
+    sm90_load_row_pair<D, R>(
+        sQ, static_cast<const T*>(args.q) + b * args.sq.batch + h * args.sq.head, args.sq, sDO,
+        static_cast<const T*>(args.dout) + b * args.sdo.batch + h * args.sdo.head, args.sdo,
+        [&](int r, int64_t(&c)[3]) { return policy.q_coord(qt, r, c); }, warp, lane);
+    sm90::mbar_arrive_cp_async(bar_q);
     const T* k_base = static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head;
     const T* v_base = static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head;
     for (int i = 0; i < n_k; ++i) {
       const int st = i % S;
       if (i >= S) sm90::mbar_wait(bar_empty + 8 * st, ((i / S) + 1) & 1);
-      int64_t ok = -1, ov = -1;
-      if (lane < R / 4) {
-        const typename Policy::KTile kt = policy.k_tile(qt, i);
-        int64_t c[3];
-        if (policy.k_coord(kt, warp * (R / 4) + lane, c)) {
-          ok = token_offset(args.sk, c);
-          ov = token_offset(args.sv, c);
-        }
-      }
-      sm90_load_rows<D, R>(base + Cfg::kDqOffK + st * Cfg::kTile, k_base, ok, warp, lane);
-      sm90_load_rows<D, R>(base + Cfg::kDqOffV + st * Cfg::kTile, v_base, ov, warp, lane);
+      const typename Policy::KTile kt = policy.k_tile(qt, i);
+      sm90_load_row_pair<D, R>(base + Cfg::kDqOffK + st * Cfg::kTile, k_base, args.sk,
+                               base + Cfg::kDqOffV + st * Cfg::kTile, v_base, args.sv,
+                               [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt, r, c); }, warp, lane);
       sm90::mbar_arrive_cp_async(bar_full + 8 * st);
     }
     cp_async_wait<0>();

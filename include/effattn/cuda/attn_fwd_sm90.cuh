@@ -81,6 +81,40 @@ __device__ __forceinline__ void sm90_load_rows(uint32_t s_tile, const T* base, i
   }
 }
 
+// Producer warpgroup: the same ROWS rows of two tensors (K and V, or Q and dO), row r at
+// coordinates coord_fn(r, c) (false: padding row), into tiles sa and sb.
+template <int D, int ROWS, typename T, typename CoordFn>
+__device__ __forceinline__ void sm90_load_row_pair(uint32_t sa, const T* base_a, const CoreStrides& st_a,
+                                                   uint32_t sb, const T* base_b, const CoreStrides& st_b,
+                                                   CoordFn&& coord_fn, int warp, int lane) {
+  int64_t oa = -1, ob = -1;
+  if (lane < ROWS / 4) {
+    int64_t c[3];
+    if (coord_fn(warp * (ROWS / 4) + lane, c)) {
+      oa = token_offset(st_a, c);
+      ob = token_offset(st_b, c);
+    }
+  }
+  sm90_load_rows<D, ROWS>(sa, base_a, oa, warp, lane);
+  sm90_load_rows<D, ROWS>(sb, base_b, ob, warp, lane);
+}
+
+// Thread 0 initialises the pipeline's mbarriers: one for the tiles loaded once, `full` and
+// `empty` per stage; then the whole CTA syncs (the only CTA-wide barrier of these kernels).
+__device__ __forceinline__ void sm90_init_pipeline(uint32_t bar_once, uint32_t once_count, uint32_t bar_full,
+                                                   uint32_t full_count, uint32_t bar_empty,
+                                                   uint32_t empty_count, int stages) {
+  if (threadIdx.x == 0) {
+    sm90::mbar_init(bar_once, once_count);
+    for (int s = 0; s < stages; ++s) {
+      sm90::mbar_init(bar_full + 8 * s, full_count);
+      sm90::mbar_init(bar_empty + 8 * s, empty_count);
+    }
+    sm90::mbar_init_fence();
+  }
+  __syncthreads();
+}
+
 template <typename T, int D, int kPair, class Policy>
 __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const FwdArgs args, const Policy policy) {
 #ifdef EFFATTN_SM90_ENABLED
@@ -109,15 +143,7 @@ __global__ void __launch_bounds__(384, 1) attn_fwd_sm90_kernel(const FwdArgs arg
   const int n_k = policy.num_k(qt);               // policy key tiles (64 keys each)
   const int n_steps = (n_k + kPair - 1) / kPair;  // consumer steps
 
-  if (tid == 0) {
-    sm90::mbar_init(bar_q, 128);
-    for (int s = 0; s < S; ++s) {
-      sm90::mbar_init(bar_full + 8 * s, 128);
-      sm90::mbar_init(bar_empty + 8 * s, 256);
-    }
-    sm90::mbar_init_fence();
-  }
-  __syncthreads();
+  sm90_init_pipeline(bar_q, 128, bar_full, 128, bar_empty, 256, S);
 
   if (tid < 128) {
     // ---------------- producer ----------------

@@ -194,50 +194,22 @@ cudaError_t launch_na_forward(const NaParams& p, cudaStream_t stream) {
 }
 
 inline BwdArgs na_bwd_args(const NaParams& p, const float* delta, const CoreStrides& sdelta) {
+  auto strides = [&](const TensorStrides& t) { return core_strides(t, p.rank); };
   BwdArgs a;
-  a.q = p.q;
-  a.k = p.k;
-  a.v = p.v;
-  a.dout = p.dout;
-  a.lse = p.lse;
-  a.delta = delta;
+  fill_bwd_common(a, p, delta, sdelta, strides);
   a.dk = p.dk;
   a.dv = p.dv;
-  a.sq = core_strides(p.q_strides, p.rank);
-  a.sk = core_strides(p.k_strides, p.rank);
-  a.sv = core_strides(p.v_strides, p.rank);
-  a.sdo = core_strides(p.do_strides, p.rank);
-  a.slse = core_strides(p.lse_strides, p.rank);
-  a.sdelta = sdelta;
-  a.sdk = core_strides(p.dk_strides, p.rank);
-  a.sdv = core_strides(p.dv_strides, p.rank);
-  a.heads = static_cast<int32_t>(p.heads);
-  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
-  a.scale = p.scale;
-  a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.sdk = strides(p.dk_strides);
+  a.sdv = strides(p.dv_strides);
   return a;
 }
 
 inline DqArgs na_dq_args(const NaParams& p, const float* delta, const CoreStrides& sdelta) {
+  auto strides = [&](const TensorStrides& t) { return core_strides(t, p.rank); };
   DqArgs a;
-  a.q = p.q;
-  a.k = p.k;
-  a.v = p.v;
-  a.dout = p.dout;
-  a.lse = p.lse;
-  a.delta = delta;
+  fill_bwd_common(a, p, delta, sdelta, strides);
   a.dq = p.dq;
-  a.sq = core_strides(p.q_strides, p.rank);
-  a.sk = core_strides(p.k_strides, p.rank);
-  a.sv = core_strides(p.v_strides, p.rank);
-  a.sdo = core_strides(p.do_strides, p.rank);
-  a.slse = core_strides(p.lse_strides, p.rank);
-  a.sdelta = sdelta;
-  a.sdq = core_strides(p.dq_strides, p.rank);
-  a.heads = static_cast<int32_t>(p.heads);
-  a.kv_group = static_cast<int32_t>(p.heads / p.kv_heads);
-  a.scale = p.scale;
-  a.scale_log2 = p.scale * 1.4426950408889634f;
+  a.sdq = strides(p.dq_strides);
   return a;
 }
 
