@@ -3,14 +3,19 @@ lightning-attention language model, plus a converter from NATTEN-based models.
 
     model = effattn.models.create_model("nat_tiny", num_classes=100)
     effattn.models.list_models()
+
+`na_backend("flex")` and `lightning_backend("fla")` (context managers) swap the attention of
+the NA and lightning models for PyTorch FlexAttention and fla, with the same weights, for
+side-by-side benchmarks (benchmarks/bench_models.py).
 """
 from .convert import convert_natten_model, load_natten_state_dict
-from .lightning_lm import LightningLM, lightning_lm_mini
+from .layers import na_backend
+from .lightning_lm import LightningLM, lightning_backend, lightning_lm_mini
 from .nat import NAT, dinat_tiny, nat_mini, nat_tiny
 from .video import NAVideo, na3d_video_mini
 
 __all__ = ["create_model", "list_models", "NAT", "NAVideo", "LightningLM",
-           "convert_natten_model", "load_natten_state_dict"]
+           "convert_natten_model", "load_natten_state_dict", "na_backend", "lightning_backend"]
 
 _REGISTRY = {
     "nat_mini": nat_mini,

@@ -12,15 +12,46 @@ which satisfies kernel'·dilation' ≤ L. With kernel' = L and dilation' = 1 the
 attended (NA equals self-attention there). An axis of length 1 is dropped before the call
 (its only key is the query's own position); when every axis has length 1 the output is v.
 The configured kernel/dilation are kept on the module; only the call uses the clamped values.
+
+Backends (`na_backend`): the adaptive layers compute NA with effattn's ops by default; inside
+`with na_backend("flex"):` they call `flex_backend.flex_neighborhood_attention` instead (PyTorch
+FlexAttention with the same window rule), so one model with one set of weights can be timed
+on both. The setting is process-wide and restored when the block exits.
 """
+import contextlib
+
 import torch
 from torch import nn
 
 from ..functional import neighborhood_attention
 from ..modules import NeighborhoodAttention2D, NeighborhoodAttention3D
+from .flex_backend import flex_neighborhood_attention
 
-__all__ = ["effective_window", "AdaptiveNeighborhoodAttention2D", "AdaptiveNeighborhoodAttention3D",
-           "Mlp", "DropPath", "NATLayer", "trunc_normal_init"]
+__all__ = ["effective_window", "na_backend", "get_na_backend", "AdaptiveNeighborhoodAttention2D",
+           "AdaptiveNeighborhoodAttention3D", "Mlp", "DropPath", "NATLayer", "trunc_normal_init"]
+
+# name -> fn(q, k, v, kernel, dilation, stride, is_causal, scale), all per-axis tuples.
+_NA_BACKENDS = {"effattn": neighborhood_attention, "flex": flex_neighborhood_attention}
+_na_backend = "effattn"
+
+
+def get_na_backend():
+    """The NA backend the adaptive layers use now: "effattn" (default) or "flex"."""
+    return _na_backend
+
+
+@contextlib.contextmanager
+def na_backend(name):
+    """Within the block, adaptive NA layers compute attention with backend `name`
+    ("effattn" or "flex"); the previous backend is restored on exit (also on an exception)."""
+    global _na_backend
+    if name not in _NA_BACKENDS:
+        raise ValueError(f"unknown NA backend {name!r}; available: {', '.join(_NA_BACKENDS)}")
+    previous, _na_backend = _na_backend, name
+    try:
+        yield
+    finally:
+        _na_backend = previous
 
 
 def effective_window(grid, kernel_size, dilation, stride):
@@ -54,8 +85,8 @@ class _AdaptiveMixin:
                 sub = (x.shape[0], *(grid[a] for a in keep), self.num_heads, self.head_dim)
                 q, k, v = q.reshape(sub), k.reshape(sub), v.reshape(sub)
             pick = lambda values: tuple(values[a] for a in keep)  # noqa: E731
-            out = neighborhood_attention(q, k, v, pick(kernel), pick(dilation), pick(stride),
-                                         pick(self.is_causal), self.scale)
+            out = _NA_BACKENDS[_na_backend](q, k, v, pick(kernel), pick(dilation), pick(stride),
+                                            pick(self.is_causal), self.scale)
             out = out.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
         return self.proj_drop(self.proj(out.flatten(-2)))
 

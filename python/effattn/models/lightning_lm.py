@@ -12,14 +12,45 @@ token embedding -> L pre-norm blocks [x + LightningAttention(RMSNorm(x)), x + Sw
   (`LightningAttention.step`); constant memory and time per token.
 - `generate(input_ids, max_new_tokens, greedy=True, ...)`: prefill with `forward`, then decode
   token by token with `step`.
+
+Backends (`lightning_backend`): the blocks' parallel forward runs effattn's `lightning_attn`
+by default; inside `with lightning_backend("fla"):` it runs fla's Triton kernels on the same
+projections, decays and scale (`effattn.models.fla_backend`), so one model with one set of
+weights can be timed on both. `step`/`generate` decoding always uses effattn. The setting is
+process-wide and restored when the block exits.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..lightning import LightningAttention
+from .fla_backend import fla_lightning_forward
 
-__all__ = ["LightningLM", "lightning_lm_mini"]
+__all__ = ["LightningLM", "lightning_lm_mini", "lightning_backend", "get_lightning_backend"]
+
+_LIGHTNING_BACKENDS = ("effattn", "fla")
+_lightning_backend = "effattn"
+
+
+def get_lightning_backend():
+    """The attention backend of the blocks' parallel forward now: "effattn" (default) or "fla"."""
+    return _lightning_backend
+
+
+@contextlib.contextmanager
+def lightning_backend(name):
+    """Within the block, `LightningBlock.forward` computes attention with backend `name`
+    ("effattn" or "fla"); the previous backend is restored on exit (also on an exception)."""
+    global _lightning_backend
+    if name not in _LIGHTNING_BACKENDS:
+        raise ValueError(f"unknown lightning backend {name!r}; available: {', '.join(_LIGHTNING_BACKENDS)}")
+    previous, _lightning_backend = _lightning_backend, name
+    try:
+        yield
+    finally:
+        _lightning_backend = previous
 
 
 class SwiGLU(nn.Module):
@@ -45,7 +76,10 @@ class LightningBlock(nn.Module):
 
     def forward(self, x, state=None):
         """x [B, N, C] -> (y [B, N, C], final state [B, H, D, D])."""
-        h, state = self.attn(self.norm1(x), state)
+        if _lightning_backend == "fla":
+            h, state = fla_lightning_forward(self.attn, self.norm1(x), state)
+        else:
+            h, state = self.attn(self.norm1(x), state)
         x = x + h
         return x + self.mlp(self.norm2(x)), state
 
