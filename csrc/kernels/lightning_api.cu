@@ -1,8 +1,9 @@
 // Host side of the CUDA lightning-attention launcher API (include/effattn/lightning_cuda.h):
 // validation, the work plan (sequences -> segments -> CTAs), workspace layout, dtype dispatch
-// and the order of the passes. Torch-free.
+// and the order of the passes, and which implementation runs (v1 / v2). Torch-free.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "effattn/cuda/lightning_kernels.cuh"
@@ -16,6 +17,63 @@ namespace {
 using lightning::kChunk;
 using lightning::kSlice;
 using lightning::PassArgs;
+
+// Built-in defaults when neither the params nor the environment choose (EFFATTN_LIGHTNING_IMPL=v1
+// and EFFATTN_LIGHTNING_DECODE_IMPL=v1 bring back the previous kernels without a rebuild).
+constexpr int kDefaultPassImpl = lightning::kPassV2;
+constexpr int kDefaultDecodeImpl = lightning::kDecodeV2;
+
+// "v1" / "v2" / "v3" (or "1".."3") -> number within [1, max]; 0 when unset or unknown.
+int parse_impl(const char* env, int max) {
+  if (env == nullptr) return 0;
+  if (env[0] == 'v' || env[0] == 'V') ++env;
+  const int n = std::atoi(env);
+  return n >= 1 && n <= max ? n : 0;
+}
+
+// The environment is read once per process: a forward and its backward must agree.
+int env_pass_impl() {
+  static const int v = parse_impl(std::getenv("EFFATTN_LIGHTNING_IMPL"), lightning::kPassV2);
+  return v;
+}
+
+int env_decode_impl() {
+  static const int v = parse_impl(std::getenv("EFFATTN_LIGHTNING_DECODE_IMPL"), lightning::kDecodeV3);
+  return v;
+}
+
+// Whether the current device grants the v2 pass its shared memory (224 KiB at D = 128: more than
+// an A100's opt-in limit, for one).
+bool v2_fits(int64_t d) {
+  int device = 0, optin = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    return false;
+  }
+  const int need = d == 64 ? lightning::PassV2Shape<64, true>::kBytes
+                            : lightning::PassV2Shape<128, true>::kBytes;
+  return optin >= need;
+}
+
+int pass_impl(const LightningParams& p) {
+  int impl = p.impl;
+  if (impl != lightning::kPassV1 && impl != lightning::kPassV2) {
+    const int env = env_pass_impl();
+    impl = env != 0 ? env : kDefaultPassImpl;
+  }
+  return impl == lightning::kPassV2 && !v2_fits(p.dim_k) ? lightning::kPassV1 : impl;
+}
+
+int decode_impl(const LightningDecodeParams& p) {
+  if (p.impl >= lightning::kDecodeV1 && p.impl <= lightning::kDecodeV3) return p.impl;
+  const int env = env_decode_impl();
+  return env != 0 ? env : kDefaultDecodeImpl;
+}
+
+// State columns per CTA: the v2 pass owns all of them.
+int64_t slices_of(const LightningParams& p) {
+  return pass_impl(p) == lightning::kPassV2 ? 1 : p.dim_v / kSlice;
+}
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
@@ -35,9 +93,9 @@ struct Plan {
 };
 
 int occupancy(const LightningParams& p) {
-  const int d = static_cast<int>(p.dim_k);
-  return p.dtype == LightningDType::kFloat16 ? lightning::DTypeKernels<__half>::occupancy(d)
-                                             : lightning::DTypeKernels<__nv_bfloat16>::occupancy(d);
+  const int d = static_cast<int>(p.dim_k), impl = pass_impl(p);
+  return p.dtype == LightningDType::kFloat16 ? lightning::DTypeKernels<__half>::occupancy(d, impl)
+                                             : lightning::DTypeKernels<__nv_bfloat16>::occupancy(d, impl);
 }
 
 Plan make_plan(const LightningParams& p) {
@@ -51,7 +109,7 @@ Plan make_plan(const LightningParams& p) {
     total_chunks += (len + kChunk - 1) / kChunk;
     max_len = std::max(max_len, len);
   }
-  const int64_t slices = p.dim_v / kSlice;
+  const int64_t slices = slices_of(p);
   int64_t seg_chunks = p.segment_chunks;
   if (seg_chunks <= 0) {
     int device = 0, sms = 132;
@@ -107,10 +165,10 @@ WorkspaceLayout layout_of(const LightningParams& p, const Plan& plan) {
 
 cudaError_t run_pass(const LightningParams& p, bool out, const PassArgs& a, int64_t items,
                      cudaStream_t s) {
-  const int d = static_cast<int>(p.dim_k);
+  const int d = static_cast<int>(p.dim_k), impl = pass_impl(p);
   return p.dtype == LightningDType::kFloat16
-             ? lightning::DTypeKernels<__half>::pass(d, out, a, items, s)
-             : lightning::DTypeKernels<__nv_bfloat16>::pass(d, out, a, items, s);
+             ? lightning::DTypeKernels<__half>::pass(d, out, impl, a, items, s)
+             : lightning::DTypeKernels<__nv_bfloat16>::pass(d, out, impl, a, items, s);
 }
 
 // Uploads the plan; returns device pointers of its arrays and the slots (null when unsplit).
@@ -150,7 +208,7 @@ cudaError_t pass_with_segments(const LightningParams& p, const Plan& plan, const
                                PassArgs a, StateView init, cudaStream_t stream) {
   const int64_t de = p.dim_k * p.dim_v;
   a.heads = static_cast<int>(p.heads);
-  a.slices = static_cast<int>(p.dim_v / kSlice);
+  a.slices = static_cast<int>(slices_of(p));
   a.seqs = up.seqs;
   a.items = up.items;
   a.seg_len = plan.seg_len;
@@ -347,8 +405,9 @@ cudaError_t lightning_backward(const LightningParams& p, cudaStream_t stream) {
 
 cudaError_t lightning_decode(const LightningDecodeParams& p, cudaStream_t stream) {
   if (lightning_decode_unsupported_reason(p) != nullptr) return cudaErrorInvalidValue;
-  return p.dtype == LightningDType::kFloat16 ? lightning::DTypeKernels<__half>::decode(p, stream)
-                                             : lightning::DTypeKernels<__nv_bfloat16>::decode(p, stream);
+  const int impl = decode_impl(p);
+  return p.dtype == LightningDType::kFloat16 ? lightning::DTypeKernels<__half>::decode(p, impl, stream)
+                                             : lightning::DTypeKernels<__nv_bfloat16>::decode(p, impl, stream);
 }
 
 }  // namespace cuda

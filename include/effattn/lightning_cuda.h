@@ -7,14 +7,25 @@
 //
 // Algorithm (chunks of 64 tokens, tensor cores via mma.sync m16n8k16):
 //   one "pass" walks the 64-token chunks of a segment of a sequence with the state
-//   S (D x 64-column slice, fp32 registers) and, per chunk, writes
+//   S (fp32 registers) and, per chunk, writes
 //     o = scale_qk [(Q K^T) . M] V + scale_state diag(lambda^{r+1}) Q S,
 //     S <- lambda^n S + kv_scale (diag(lambda^{n-1-c}) K)^T V.
+//   v1: a CTA of 4 warps per (segment, head, 64-column slice of S).
+//   v2: a CTA of E/16 warps per (segment, head) holding all of S, transposed, so that Q S takes
+//       its register fragments directly; the causal Q K^T is computed once and shared.
 //   Sequences are split into segments so that the grid fills the GPU; segment start states
 //   come from a parallel local-state pass plus an fp32 scan over segments (no sequential
 //   per-(batch, head) walk over the whole sequence when (batch x heads) is small).
 //   Backward = three passes of the same kernel: dq (forward direction on dO, V, K with S^T),
 //   dk and dv (reverse direction; state G = dL/dS).
+//   Decode v1: a CTA of 256 threads per (batch, head); v2: a warp streams one (batch, head)'s
+//   state with double-buffered 16-byte loads; v3: four warps share one (batch, head).
+//
+// Implementation choice: `impl` below (0 = the process default: env EFFATTN_LIGHTNING_IMPL=v1|v2
+// for the passes, EFFATTN_LIGHTNING_DECODE_IMPL=v1|v2|v3 for decode, read once; otherwise the
+// built-in default of lightning_api.cu: v2 for both; v2 passes fall back to v1 on a device that
+// cannot give a CTA 224 KiB of shared memory). Forward, backward and lightning_workspace_bytes
+// of one problem must see the same choice.
 //
 // Supported (lightning_cuda_unsupported_reason): fp16/bf16, D == E in {64, 128}, q/k/v/o/dout/
 // dq/dk/dv base pointers 16-byte aligned with batch/token/head strides multiples of 8.
@@ -74,6 +85,8 @@ struct LightningParams {
   // Tuning / tests: segment length in 64-token chunks (0 = automatic: split sequences only
   // when (sequences x heads x slices) does not fill the GPU).
   int64_t segment_chunks = 0;
+  // Pass implementation: 0 = process default, 1 = v1, 2 = v2.
+  int impl = 0;
 };
 
 struct LightningDecodeParams {
@@ -86,6 +99,9 @@ struct LightningDecodeParams {
   const void* v = nullptr;       // contiguous [B, H, E]
   void* o = nullptr;             // contiguous [B, H, E]
   float* state = nullptr;        // contiguous [B, H, D, E], updated in place
+  // Decode implementation: 0 = process default, 1 = v1, 2 = v2 (warp per (batch, head)),
+  // 3 = v3 (four warps per (batch, head)).
+  int impl = 0;
 };
 
 // nullptr when supported, else a static message naming what is not.
