@@ -4,9 +4,11 @@
 # one crash cannot hide the others' results) and `python -m effattn bench`, and print a
 # short summary last. Everything that comes back lands in $OUT (default build/device_out):
 # logs.txt, and per bench group its bench.json and PNG plot.
-#   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench sanitize
+#   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench models sanitize
 #   BENCH_GROUPS="na bs lightning"           one bench process per group (each with its timeout)
 #   PYTEST_FILES="tests/cuda/test_x.py ..."  a subset of the CUDA pytest files
+#   BENCH_ARGS="--quick"                     extra `python -m effattn bench` arguments
+#   MODEL_GROUPS="nat lm"                    benchmarks/bench_models.py runs of the models stage
 # Wheels in .whl/ (e.g. fla-core for the lightning peer) are installed to /tmp/site first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +49,12 @@ for stage in $STAGES; do
         timeout 60 "$dir/${t}_cuda_selftest" > st.log 2>&1; rc=$?
         cat st.log >> "$LOG"
         note "selftest $t rc=$rc: $(tail -1 st.log)"
-      done ;;
+      done
+      # The SM80-class core (A100-class GPUs; D = 32 and 64-row query blocks on Hopper) too.
+      section "selftest na, EFFATTN_FORCE_SM80=1"
+      EFFATTN_FORCE_SM80=1 timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?
+      cat st.log >> "$LOG"
+      note "selftest na (SM80 core) rc=$rc: $(tail -1 st.log)" ;;
     selfbench)
       for t in ${SELFBENCH:-na}; do
         section "selfbench $t"
@@ -64,6 +71,14 @@ for stage in $STAGES; do
         cat pt.log >> "$LOG"
         note "pytest $(basename "$f") rc=$rc: $(tail -1 pt.log)"
       done ;;
+    models)
+      for m in ${MODEL_GROUPS:-nat lm}; do
+        section "models $m"
+        timeout ${MODELS_TIMEOUT:-300} python3 benchmarks/bench_models.py --only "$m" --out "$OUT/bench_models_$m" > bm.log 2>&1; rc=$?
+        cat bm.log >> "$LOG"
+        note "models $m rc=$rc"
+        cat "$OUT/bench_models_$m/bench_models.md" 2>/dev/null || tail -5 bm.log
+      done ;;
     sanitize)
       section "memcheck"
       timeout 240 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?
@@ -75,7 +90,7 @@ for stage in $STAGES; do
         section "bench $group"
         # fla's Triton autotuning alone took over 100 s in the 2026-11-29 run: lightning gets longer.
         limit=${BENCH_TIMEOUT:-150}; [ "$group" = lightning ] && limit=${BENCH_TIMEOUT:-300}
-        timeout "$limit" python3 -m effattn bench --only "$group" --out "$dir" > bn.log 2>&1; rc=$?
+        timeout "$limit" python3 -m effattn bench --only "$group" ${BENCH_ARGS:-} --out "$dir" > bn.log 2>&1; rc=$?
         cat bn.log >> "$LOG"
         mkdir -p "$OUT/bench_${group//,/_}"
         cp "$dir"/bench.json "$dir"/*.png "$OUT/bench_${group//,/_}/" 2>/dev/null
