@@ -31,16 +31,20 @@ void check_bits(int64_t bits) {
                               "~1230 for int8), so only int8 is implemented");
 }
 
-std::tuple<Tensor, Tensor, Tensor> smooth_quantize(const Tensor& x, int64_t quant_block, int64_t bits) {
+}  // namespace
+
+// The argument checks of both ops, shared with the CUDA binding
+// (csrc/ops/cuda/estimate_cuda_ops.cpp declares them), so every device rejects the same inputs
+// before any kernel runs.
+void check_smooth_quantize_inputs(const Tensor& x, int64_t quant_block, int64_t bits) {
   TORCH_CHECK(x.dim() == 4, "x must have shape [B, N, H, D], got ", x.sizes());
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x must be a floating-point tensor");
   TORCH_CHECK(x.size(1) >= 1, "x must have at least one token");
   TORCH_CHECK(quant_block >= 1, "quant_block must be >= 1 (1: one scale per token), got ", quant_block);
   check_bits(bits);
-  return cpu::smooth_quantize(x, quant_block, bits);
 }
 
-std::tuple<Tensor, Tensor> estimate_block_mask(
+EstimateParams check_estimate_inputs(
     const Tensor& q, const Tensor& k, const Tensor& q_quant, const Tensor& q_scale,
     const Tensor& q_mean, const Tensor& k_quant, const Tensor& k_scale, const Tensor& k_mean,
     const Tensor& log_threshold, int64_t block_q, int64_t block_k, int64_t quant_block,
@@ -80,6 +84,24 @@ std::tuple<Tensor, Tensor> estimate_block_mask(
   p.local_tokens = local_tokens;
   p.is_causal = is_causal;
   p.scale = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(D));
+  return p;
+}
+
+namespace {
+
+std::tuple<Tensor, Tensor, Tensor> smooth_quantize(const Tensor& x, int64_t quant_block, int64_t bits) {
+  check_smooth_quantize_inputs(x, quant_block, bits);
+  return cpu::smooth_quantize(x, quant_block, bits);
+}
+
+std::tuple<Tensor, Tensor> estimate_block_mask(
+    const Tensor& q, const Tensor& k, const Tensor& q_quant, const Tensor& q_scale,
+    const Tensor& q_mean, const Tensor& k_quant, const Tensor& k_scale, const Tensor& k_mean,
+    const Tensor& log_threshold, int64_t block_q, int64_t block_k, int64_t quant_block,
+    int64_t sink_tokens, int64_t local_tokens, bool is_causal, std::optional<double> scale) {
+  const EstimateParams p =
+      check_estimate_inputs(q, k, q_quant, q_scale, q_mean, k_quant, k_scale, k_mean, log_threshold,
+                            block_q, block_k, quant_block, sink_tokens, local_tokens, is_causal, scale);
   return cpu::estimate_block_mask(p, q, k, q_quant, q_scale, q_mean, k_quant, k_scale, k_mean,
                                   log_threshold);
 }
