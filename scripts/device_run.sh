@@ -39,6 +39,8 @@ note "build: extension rc=$(cat build_ext.rc), na selftest rc=$(cat build_na.rc)
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | sed 's/^/gpu: /' | tee -a "$LOG"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOG"
+# The machine's copy of the tree has no usable .git: pass EFFATTN_COMMIT=$(git rev-parse --short HEAD).
+echo "commit: ${EFFATTN_COMMIT:-unknown}" | tee -a "$LOG"
 
 for stage in $STAGES; do
   case $stage in

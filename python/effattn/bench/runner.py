@@ -1,5 +1,6 @@
 """Runs the suites' cases, prints the table and returns JSON-ready rows."""
 import datetime
+import os
 import subprocess
 import sys
 
@@ -38,11 +39,15 @@ def run_suites(names, device, dtype, quick):
 
 
 def metadata(device, dtype):
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    # EFFATTN_COMMIT names the code when the tree is a copy whose .git is missing or stale
+    # (the GPU machine's working copy); otherwise ask git.
+    commit = os.environ.get("EFFATTN_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True, timeout=5).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            commit = None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
