@@ -18,13 +18,13 @@ Backends (`na_backend`): the adaptive layers compute NA with effattn's ops by de
 FlexAttention with the same window rule), so one model with one set of weights can be timed
 on both. The setting is process-wide and restored when the block exits.
 """
-import contextlib
 
 import torch
 from torch import nn
 
 from ..functional import neighborhood_attention
 from ..modules import NeighborhoodAttention2D, NeighborhoodAttention3D
+from .backends import BackendSwitch
 from .flex_backend import flex_neighborhood_attention
 
 __all__ = ["effective_window", "na_backend", "get_na_backend", "AdaptiveNeighborhoodAttention2D",
@@ -32,26 +32,18 @@ __all__ = ["effective_window", "na_backend", "get_na_backend", "AdaptiveNeighbor
 
 # name -> fn(q, k, v, kernel, dilation, stride, is_causal, scale), all per-axis tuples.
 _NA_BACKENDS = {"effattn": neighborhood_attention, "flex": flex_neighborhood_attention}
-_na_backend = "effattn"
+_NA = BackendSwitch("NA", _NA_BACKENDS, "effattn")
 
 
 def get_na_backend():
     """The NA backend the adaptive layers use now: "effattn" (default) or "flex"."""
-    return _na_backend
+    return _NA.current
 
 
-@contextlib.contextmanager
 def na_backend(name):
-    """Within the block, adaptive NA layers compute attention with backend `name`
-    ("effattn" or "flex"); the previous backend is restored on exit (also on an exception)."""
-    global _na_backend
-    if name not in _NA_BACKENDS:
-        raise ValueError(f"unknown NA backend {name!r}; available: {', '.join(_NA_BACKENDS)}")
-    previous, _na_backend = _na_backend, name
-    try:
-        yield
-    finally:
-        _na_backend = previous
+    """Context manager: within the block, adaptive NA layers compute attention with backend
+    `name` ("effattn" or "flex"); the previous backend is restored on exit (also on an exception)."""
+    return _NA.use(name)
 
 
 def effective_window(grid, kernel_size, dilation, stride):
@@ -85,7 +77,7 @@ class _AdaptiveMixin:
                 sub = (x.shape[0], *(grid[a] for a in keep), self.num_heads, self.head_dim)
                 q, k, v = q.reshape(sub), k.reshape(sub), v.reshape(sub)
             pick = lambda values: tuple(values[a] for a in keep)  # noqa: E731
-            out = _NA_BACKENDS[_na_backend](q, k, v, pick(kernel), pick(dilation), pick(stride),
+            out = _NA_BACKENDS[_NA.current](q, k, v, pick(kernel), pick(dilation), pick(stride),
                                             pick(self.is_causal), self.scale)
             out = out.reshape(*x.shape[:-1], self.num_heads, self.head_dim)
         return self.proj_drop(self.proj(out.flatten(-2)))

@@ -19,38 +19,30 @@ projections, decays and scale (`effattn.models.fla_backend`), so one model with 
 weights can be timed on both. `step`/`generate` decoding always uses effattn. The setting is
 process-wide and restored when the block exits.
 """
-import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..lightning import LightningAttention
+from .backends import BackendSwitch
 from .fla_backend import fla_lightning_forward
 
 __all__ = ["LightningLM", "lightning_lm_mini", "lightning_backend", "get_lightning_backend"]
 
-_LIGHTNING_BACKENDS = ("effattn", "fla")
-_lightning_backend = "effattn"
+_LIGHTNING = BackendSwitch("lightning", ("effattn", "fla"), "effattn")
 
 
 def get_lightning_backend():
     """The attention backend of the blocks' parallel forward now: "effattn" (default) or "fla"."""
-    return _lightning_backend
+    return _LIGHTNING.current
 
 
-@contextlib.contextmanager
 def lightning_backend(name):
-    """Within the block, `LightningBlock.forward` computes attention with backend `name`
-    ("effattn" or "fla"); the previous backend is restored on exit (also on an exception)."""
-    global _lightning_backend
-    if name not in _LIGHTNING_BACKENDS:
-        raise ValueError(f"unknown lightning backend {name!r}; available: {', '.join(_LIGHTNING_BACKENDS)}")
-    previous, _lightning_backend = _lightning_backend, name
-    try:
-        yield
-    finally:
-        _lightning_backend = previous
+    """Context manager: within the block, `LightningBlock.forward` computes attention with
+    backend `name` ("effattn" or "fla"); the previous backend is restored on exit (also on an
+    exception)."""
+    return _LIGHTNING.use(name)
 
 
 class SwiGLU(nn.Module):
@@ -76,7 +68,7 @@ class LightningBlock(nn.Module):
 
     def forward(self, x, state=None):
         """x [B, N, C] -> (y [B, N, C], final state [B, H, D, D])."""
-        if _lightning_backend == "fla":
+        if _LIGHTNING.current == "fla":
             h, state = fla_lightning_forward(self.attn, self.norm1(x), state)
         else:
             h, state = self.attn(self.norm1(x), state)
