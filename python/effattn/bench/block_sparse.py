@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..block_sparse import block_mask_to_indices, block_sparse_attention
+from ..functional import neighborhood_attention
 from ..reference import block_sparse_reference
 from .cases import Case, Impl
 from .na import closure
@@ -73,6 +74,11 @@ def make_cases(device, dtype, quick):
                                                        is_causal=True)[0], *heads_last())))
             impls.append(Impl("sdpa dense causal", lambda: closure(
                 lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), *heads_first())))
+        if density == 1.0:
+            # effattn's own dense causal path (causal 1D NA with the window = the sequence),
+            # the yardstick for a full block map.
+            impls.append(Impl("effattn dense causal (na1d K=N)", lambda: closure(
+                lambda q, k, v: neighborhood_attention(q, k, v, (n,), is_causal=(True,)), *heads_last())))
         cases.append(Case("bs", f"N{n} H{heads} D{dim} causal {block}x{block} density {density:g}",
                           flops_fwd=4 * live_pairs(block_mask, block) * dim, impls=impls,
                           x={"density": density}))
