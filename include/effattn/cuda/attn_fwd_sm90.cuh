@@ -7,11 +7,12 @@
 //     stages; cp.async completion arrives on the stage's `full` mbarrier. All four warps
 //     copy (one warp alone could not issue the copies and their address arithmetic within
 //     a step's compute time: that version measured 1.5x slower than the SM80 core).
-//   warpgroups 1, 2: consumers, 64 query rows each, Q held in registers (wgmma's A operand
-//     from registers, so shared memory only streams K and V). Per key tile i:
-//       issue S_i = Q K_i^T  and  O += P_{i-1} V_{i-1}   (both asynchronous)
-//       wait for S_i; mask, online softmax of S_i        (overlaps the P V wgmma)
-//       wait for P V; release stage i-1 (`empty`); rescale O; P_i = pack(S_i)
+//   warpgroups 1, 2: consumers, 64 query rows each. Per step j (kPair key tiles):
+//       issue S_j = Q K_j^T  and  O += P_{j-1} V_{j-1}   (both asynchronous)
+//       wait for S_j; mask, online softmax of S_j        (overlaps the P V wgmma)
+//       wait for P V; release stage j-1 (`empty`); rescale O; P_j = pack(S_j)
+//     P is wgmma's A operand from registers; Q is too for kPair = 1, and is read from shared
+//     memory for kPair = 2 (the default: EFFATTN_SM90_PAIR=1 selects 64-key steps).
 //     With args.pingpong the two consumer warpgroups take turns issuing their wgmmas (named
 //     barriers 1 and 2, as in FlashAttention-3), so one group's softmax runs while the
 //     other's matrix products keep the tensor cores busy instead of both competing at once.
