@@ -426,3 +426,15 @@ def test_cpp_op_checks_before_running(name, call, message):
     with pytest.raises(RuntimeError, match=message):
         call(q, k, v, s, st)
     assert torch.equal(st, st_before)  # nothing ran
+
+
+def test_slope_check_is_remembered_until_the_slope_changes():
+    # A decode loop passes one slope tensor per step: its values are read once (a GPU sync on
+    # CUDA), then again only after the tensor is written to.
+    q, k, v, s, st = _good()
+    effattn.lightning_decode(q[:, 0], k[:, 0], v[:, 0], s, st)
+    s.neg_()  # in place: bumps the version counter
+    with pytest.raises(ValueError, match="slope must be >= 0"):
+        effattn.lightning_decode(q[:, 0], k[:, 0], v[:, 0], s, st)
+    s.neg_()
+    effattn.lightning_decode(q[:, 0], k[:, 0], v[:, 0], s, st)

@@ -1,6 +1,8 @@
 """Argument normalisation and checks shared by the functional API and the fake kernels.
 Every error names the argument and the allowed range (DESIGN.md §8). The C++ ops repeat
 these checks, so direct `torch.ops.effattn.*` calls are guarded too."""
+import weakref
+
 import torch
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -105,3 +107,29 @@ def can_read_values(*tensors):
         return False
     return not any(t is not None and (t.device.type == "meta" or isinstance(t, torch._subclasses.FakeTensor))
                    for t in tensors)
+
+
+# Tensors whose values passed a check: (check name, id) -> (weak reference, version counter).
+# Per-call value checks of a CUDA tensor wait for the GPU; a decode loop or a model passes the
+# same slope tensor on every call, so a check is repeated only when the tensor was written to
+# since (its version counter moved) or is a different tensor.
+_CHECKED = {}
+_CHECKED_MAX = 1024
+
+
+def values_checked(name, t, check):
+    """check(t) -> bool, remembered for t's current version. Inference tensors have no version
+    counter: always checked."""
+    if t.is_inference():
+        return check(t)
+    key = (name, id(t))
+    entry = _CHECKED.get(key)
+    if entry is not None and entry[0]() is t and entry[1] == t._version:
+        return True
+    if not check(t):
+        return False
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()
+    _CHECKED[key] = (weakref.ref(t), t._version)
+    return True
+

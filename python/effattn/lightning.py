@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _C  # noqa: F401  (loads the library; its initialisers register the schemas)
-from ._validation import can_read_values, check_device, kernel_devices
+from ._validation import can_read_values, check_device, kernel_devices, values_checked
 
 __all__ = ["lightning_attn", "lightning_decode", "lightning_slopes", "fla_lightning_slopes",
            "LightningAttention", "lightning_state_dtype"]
@@ -76,7 +76,8 @@ def _check_slope(slope, q, values):
         raise ValueError(f"slope must be float32 (or float64), got {slope.dtype}")
     if slope.device != q.device:
         raise ValueError(f"slope must be on the device of q ({q.device}), got {slope.device}")
-    if values and heads > 0 and can_read_values(slope) and not bool((slope >= 0).all()):
+    if (values and heads > 0 and can_read_values(slope)
+            and not values_checked("slope >= 0", slope, lambda s: bool((s >= 0).all()))):
         raise ValueError(f"slope must be >= 0 (decay exp(-slope) in [0, 1]), got a minimum of "
                          f"{slope.min().item()}")
 
