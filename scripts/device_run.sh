@@ -4,7 +4,7 @@
 # one crash cannot hide the others' results) and `python -m effattn bench`, and print a
 # short summary last. Everything that comes back lands in $OUT (default build/device_out):
 # logs.txt, and per bench group its bench.json and PNG plot.
-#   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench models sanitize
+#   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench models examples crashtrace sanitize
 #   BENCH_GROUPS="na bs lightning"           one bench process per group (each with its timeout)
 #   PYTEST_FILES="tests/cuda/test_x.py ..."  a subset of the CUDA pytest files
 #   BENCH_ARGS="--quick"                     extra `python -m effattn bench` arguments
@@ -56,7 +56,8 @@ for stage in $STAGES; do
       section "selftest na, EFFATTN_FORCE_SM80=1"
       EFFATTN_FORCE_SM80=1 timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?
       cat st.log >> "$LOG"
-      note "selftest na (SM80 core) rc=$rc: $(tail -1 st.log)" ;;
+      note "selftest na (SM80 core) rc=$rc: $(tail -1 st.log)"
+      section "selftest na, EFFATTN_SM90_BWD=split"; EFFATTN_SM90_BWD=split timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (split SM90 bwd) rc=$rc: $(tail -1 st.log)" ;;
     selfbench)
       for t in ${SELFBENCH:-na}; do
         section "selfbench $t"
@@ -81,6 +82,28 @@ for stage in $STAGES; do
         note "models $m rc=$rc"
         cat "$OUT/bench_models_$m/bench_models.md" 2>/dev/null || tail -5 bm.log
       done ;;
+    examples)
+      # The training examples on the GPU, through torch.compile and bf16 autocast.
+      for ex in train_nat_digits train_lightning_lm; do
+        section "example $ex"
+        timeout ${EXAMPLES_TIMEOUT:-180} python3 "examples/$ex.py" --device cuda --compile --bf16 \
+          --steps ${EXAMPLE_STEPS:-100} > ex.log 2>&1; rc=$?
+        cat ex.log >> "$LOG"
+        note "example $ex (cuda, compile, bf16) rc=$rc: $(tail -1 ex.log)"
+      done ;;
+    crashtrace)
+      # Native backtrace of a crashing CUDA pytest file (CRASH_FILE), under gdb when it exists.
+      f=${CRASH_FILE:-tests/cuda/test_estimate_cuda.py}
+      section "crashtrace $f"
+      if command -v gdb >/dev/null; then
+        timeout 200 gdb -q -batch -ex run -ex bt --args python3 -X faulthandler -m pytest "$f" -q -x \
+          -p no:cacheprovider > ct.log 2>&1; rc=$?
+      else
+        timeout 200 python3 -X faulthandler -m pytest "$f" -q -x -p no:cacheprovider > ct.log 2>&1; rc=$?
+      fi
+      cat ct.log >> "$LOG"
+      note "crashtrace rc=$rc"
+      tail -60 ct.log ;;
     sanitize)
       section "memcheck"
       timeout 240 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?
