@@ -28,6 +28,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 
 t0=$(date +%s)
+if [ "${SKIP_BUILD:-0}" != 1 ]; then  # SKIP_BUILD=1: a second call in the same tree
 (python3 setup.py build_ext --inplace > build_ext.log 2>&1; echo $? > build_ext.rc) &
 (bash scripts/build_cuda_selftest.sh na > build_na.log 2>&1; echo $? > build_na.rc) &
 (bash scripts/build_cuda_selftest.sh lightning > build_lightning.log 2>&1; echo $? > build_lightning.rc) &
@@ -36,6 +37,7 @@ for b in ext na lightning; do
   section "build $b"; tail -40 "build_$b.log" >> "$LOG"
 done
 note "build: extension rc=$(cat build_ext.rc), na selftest rc=$(cat build_na.rc), lightning selftest rc=$(cat build_lightning.rc) ($(( $(date +%s) - t0 )) s)"
+fi
 export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1 | sed 's/^/gpu: /' | tee -a "$LOG"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$LOG"
@@ -92,18 +94,18 @@ for stage in $STAGES; do
         note "example $ex (cuda, compile, bf16) rc=$rc: $(tail -1 ex.log)"
       done ;;
     crashtrace)
-      # Native backtrace of a crashing CUDA pytest file (CRASH_FILE), under gdb when it exists.
+      # A crashing CUDA pytest file (CRASH_FILE): its -k CRASH_K tests alone in a fresh process,
+      # then the whole file with glibc's malloc checking (heap corruption shows where it happens).
       f=${CRASH_FILE:-tests/cuda/test_estimate_cuda.py}
-      section "crashtrace $f"
-      if command -v gdb >/dev/null; then
-        timeout 200 gdb -q -batch -ex run -ex bt --args python3 -X faulthandler -m pytest "$f" -q -x \
-          -p no:cacheprovider > ct.log 2>&1; rc=$?
-      else
-        timeout 200 python3 -X faulthandler -m pytest "$f" -q -x -p no:cacheprovider > ct.log 2>&1; rc=$?
-      fi
-      cat ct.log >> "$LOG"
-      note "crashtrace rc=$rc"
-      tail -60 ct.log ;;
+      section "crashtrace $f -k ${CRASH_K:-bad}"
+      timeout 120 python3 -X faulthandler -m pytest "$f" -q -k "${CRASH_K:-bad}" -p no:cacheprovider > ct.log 2>&1; rc=$?
+      cat ct.log >> "$LOG"; note "crashtrace -k ${CRASH_K:-bad} alone rc=$rc: $(tail -1 ct.log)"
+      section "crashtrace $f with MALLOC_CHECK_=3"
+      md=$(ls /usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0 2>/dev/null)
+      LD_PRELOAD=$md MALLOC_CHECK_=3 timeout 150 python3 -X faulthandler -m pytest "$f" -q -x \
+        -p no:cacheprovider > ct.log 2>&1; rc=$?
+      cat ct.log >> "$LOG"; note "crashtrace with malloc checks (${md:-no libc_malloc_debug}) rc=$rc"
+      grep -v "^  File" ct.log | tail -25 ;;
     sanitize)
       section "memcheck"
       timeout 240 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?
