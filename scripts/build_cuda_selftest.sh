@@ -81,7 +81,8 @@ for line in open(sys.argv[1]):
     if m and cur:
         name = cur
         for k in ("attn_fwd_kernel", "attn_bwd_kv_kernel", "attn_bwd_delta_kernel", "attn_bwd_dq_kernel",
-                  "chunk_kernel", "scan_kernel", "decode_kernel", "pass_v2_kernel", "decode_v2_kernel"):
+                  "chunk_kernel", "scan_kernel", "decode_kernel", "pass_v2_kernel", "pass_v3_kernel",
+                  "decode_v2_kernel"):
             if k in cur: name = k
         dt = "bf16" if "nv_bfloat16" in cur else ("f16" if "__half" in cur else "")
         dm = re.findall(r"Li(\d+)E", cur)

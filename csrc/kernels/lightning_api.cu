@@ -1,6 +1,6 @@
 // Host side of the CUDA lightning-attention launcher API (include/effattn/lightning_cuda.h):
 // validation, the work plan (sequences -> segments -> CTAs), workspace layout, dtype dispatch
-// and the order of the passes, and which implementation runs (v1 / v2). Torch-free.
+// and the order of the passes, and which implementation runs (v1 / v2 / v3). Torch-free.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -22,7 +22,9 @@ using lightning::PassArgs;
 // brings back the previous pass kernel without a rebuild). H200, 2026-11-29: the v2 pass took
 // B4 H32 N8192 D128 from 0.980 / 2.717 ms (v1) to 0.553 / 1.381 ms fwd / bwd; decode v2 measured
 // 0.242 ms (2220 GB/s) against v1's 0.203 ms (2650 GB/s), so decode stays on v1.
-constexpr int kDefaultPassImpl = lightning::kPassV2;
+// The v3 pass (sm_90a wgmma, D = E = 128) is the default wherever the device can run it (see
+// pass_impl); v2 otherwise.
+constexpr int kDefaultPassImpl = lightning::kPassV3;
 constexpr int kDefaultDecodeImpl = lightning::kDecodeV1;
 
 // "v1" / "v2" / "v3" (or "1".."3") -> number within [1, max]; 0 when unset or unknown.
@@ -35,7 +37,7 @@ int parse_impl(const char* env, int max) {
 
 // The environment is read once per process: a forward and its backward must agree.
 int env_pass_impl() {
-  static const int v = parse_impl(std::getenv("EFFATTN_LIGHTNING_IMPL"), lightning::kPassV2);
+  static const int v = parse_impl(std::getenv("EFFATTN_LIGHTNING_IMPL"), lightning::kPassV3);
   return v;
 }
 
@@ -57,12 +59,20 @@ bool v2_fits(int64_t d) {
   return optin >= need;
 }
 
+bool v3_usable(const LightningParams& p) {
+  return p.dtype == LightningDType::kFloat16 ? lightning::DTypeKernels<__half>::v3_usable()
+                                             : lightning::DTypeKernels<__nv_bfloat16>::v3_usable();
+}
+
+// Requested (params, else environment, else default) and then narrowed to what runs here:
+// v3 needs D = 128 and an sm_90a device / build (else v2), v2 its shared memory (else v1).
 int pass_impl(const LightningParams& p) {
   int impl = p.impl;
-  if (impl != lightning::kPassV1 && impl != lightning::kPassV2) {
+  if (impl < lightning::kPassV1 || impl > lightning::kPassV3) {
     const int env = env_pass_impl();
     impl = env != 0 ? env : kDefaultPassImpl;
   }
+  if (impl == lightning::kPassV3 && (p.dim_k != 128 || p.dim_v != 128 || !v3_usable(p))) impl = lightning::kPassV2;
   return impl == lightning::kPassV2 && !v2_fits(p.dim_k) ? lightning::kPassV1 : impl;
 }
 
@@ -72,9 +82,9 @@ int decode_impl(const LightningDecodeParams& p) {
   return env != 0 ? env : kDefaultDecodeImpl;
 }
 
-// State columns per CTA: the v2 pass owns all of them.
+// State columns per CTA: the v2 and v3 passes own all of them.
 int64_t slices_of(const LightningParams& p) {
-  return pass_impl(p) == lightning::kPassV2 ? 1 : p.dim_v / kSlice;
+  return pass_impl(p) == lightning::kPassV1 ? p.dim_v / kSlice : 1;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }

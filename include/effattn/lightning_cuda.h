@@ -13,6 +13,9 @@
 //   v1: a CTA of 4 warps per (segment, head, 64-column slice of S).
 //   v2: a CTA of E/16 warps per (segment, head) holding all of S, transposed, so that Q S takes
 //       its register fragments directly; the causal Q K^T is computed once and shared.
+//   v3 (sm_90a, D = E = 128): a producer warpgroup (cp.async ring) and two consumer warpgroups,
+//       each holding 64 rows of S^T as a wgmma accumulator; O^T = S^T Q^T and the state update
+//       are register-A wgmmas, the causal Q K^T is split between the two groups.
 //   Sequences are split into segments so that the grid fills the GPU; segment start states
 //   come from a parallel local-state pass plus an fp32 scan over segments (no sequential
 //   per-(batch, head) walk over the whole sequence when (batch x heads) is small).
@@ -21,10 +24,11 @@
 //   Decode v1: a CTA of 256 threads per (batch, head); v2: a warp streams one (batch, head)'s
 //   state with double-buffered 16-byte loads; v3: four warps share one (batch, head).
 //
-// Implementation choice: `impl` below (0 = the process default: env EFFATTN_LIGHTNING_IMPL=v1|v2
+// Implementation choice: `impl` below (0 = the process default: env EFFATTN_LIGHTNING_IMPL=v1|v2|v3
 // for the passes, EFFATTN_LIGHTNING_DECODE_IMPL=v1|v2|v3 for decode, read once; otherwise the
-// built-in default of lightning_api.cu: v2 for both; v2 passes fall back to v1 on a device that
-// cannot give a CTA 224 KiB of shared memory). Forward, backward and lightning_workspace_bytes
+// built-in default of lightning_api.cu: the v3 pass (sm_90a wgmma, D = E = 128) where the device
+// runs it, else v2, and decode v1; v3 falls back to v2 for D = 64 or off Hopper, v2 to v1 on a
+// device that cannot give a CTA 224 KiB of shared memory). Forward, backward and lightning_workspace_bytes
 // of one problem must see the same choice.
 //
 // Supported (lightning_cuda_unsupported_reason): fp16/bf16, D == E in {64, 128}, q/k/v/o/dout/
@@ -85,7 +89,7 @@ struct LightningParams {
   // Tuning / tests: segment length in 64-token chunks (0 = automatic: split sequences only
   // when (sequences x heads x slices) does not fill the GPU).
   int64_t segment_chunks = 0;
-  // Pass implementation: 0 = process default, 1 = v1, 2 = v2.
+  // Pass implementation: 0 = process default, 1 = v1, 2 = v2, 3 = v3 (Hopper).
   int impl = 0;
 };
 

@@ -1,7 +1,8 @@
 // Standalone self-test of the CUDA lightning-attention kernels (torch-free): random inputs,
 // poisoned outputs, comparison with an fp64 CPU recurrence for o, the final state, dq, dk, dv
 // and d_initial_state, and decode against one recurrence step. Every case runs once per
-// implementation (passes v1, v2; decode v1, v2, v3), each checked against the reference, and
+// implementation (passes v1, v2, v3 (D = 128 only: sm_90a wgmma; elsewhere the launcher runs v2
+// for it and a NOTE line says so); decode v1, v2, v3), each checked against the reference, and
 // prints how far the newer results lie from v1's. One line per (case, implementation), then
 // "N passed, M failed". `--bench` adds, per implementation, median timings of forward and
 // backward on the ANCHORS.md problems (with the v2-vs-v1 difference on those problems) and
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "effattn/cuda/lightning_kernels.cuh"  // DTypeKernels::v3_usable
 #include "effattn/lightning_cuda.h"
 
 using effattn::cuda::LightningDecodeParams;
@@ -299,7 +301,8 @@ bool run_case(const Case& c, int& passed, int& failed) {
   const double tol = half ? 1e-2 : 2e-2;
   CaseResults v1;
   bool all_ok = true;
-  for (int impl = 1; impl <= 2; ++impl) {
+  for (int impl = 1; impl <= 3; ++impl) {
+    if (impl == 3 && D != 128) continue;  // the v3 pass exists for D = E = 128 only
     p.impl = impl;
     const char* why = effattn::cuda::lightning_cuda_unsupported_reason(p, true);
     if (why) {
@@ -484,7 +487,7 @@ float median_ms(F&& f, int reps, const Flush& flush) {
 // and the distance of v2's o, dq, dk, dv from v1's (bf16, heads-last, no initial state).
 void bench_attn(int B, int H, int N, int D, double fla_fwd, double fla_bwd, const Flush& flush) {
   const size_t tok = static_cast<size_t>(B) * N * H, n = tok * D;
-  Half16 q, k, v, dout, out[2][4];  // out[impl][o, dq, dk, dv]
+  Half16 q, k, v, dout, out[3][4];  // out[impl][o, dq, dk, dv]
   q.fast_random(n, 0.1, false);
   k.fast_random(n, 0.1, false);
   v.fast_random(n, 0.1, false);
@@ -511,8 +514,9 @@ void bench_attn(int B, int H, int N, int D, double fla_fwd, double fla_bwd, cons
   p.q_strides = p.k_strides = p.v_strides = p.o_strides = strides(N, H, D);
   p.do_strides = p.dq_strides = p.dk_strides = p.dv_strides = strides(N, H, D);
   const double bytes = 4.0 * n * 2;  // read q, k, v and write o once
-  float fwd[2], bwd[2];
-  for (int impl = 1; impl <= 2; ++impl) {
+  float fwd[3], bwd[3];
+  const int last_impl = D == 128 ? 3 : 2;  // v3: D = 128 only
+  for (int impl = 1; impl <= last_impl; ++impl) {
     p.impl = impl;
     p.o = out[impl - 1][0].dev;
     p.dq = out[impl - 1][1].dev;
@@ -534,6 +538,14 @@ void bench_attn(int B, int H, int N, int D, double fla_fwd, double fla_bwd, cons
               H, N, D, device_rel_err(out[1][0].dev, out[0][0].dev, n),
               device_rel_err(out[1][1].dev, out[0][1].dev, n), device_rel_err(out[1][2].dev, out[0][2].dev, n),
               device_rel_err(out[1][3].dev, out[0][3].dev, n), fwd[0] / fwd[1], bwd[0] / bwd[1]);
+  if (last_impl == 3) {
+    std::printf("BENCH v3 vs v1 B%d H%d N%d D%d: o %.1e dq %.1e dk %.1e dv %.1e; speed-up fwd %.2fx bwd %.2fx "
+                "(vs v2 %.2fx %.2fx)\n",
+                B, H, N, D, device_rel_err(out[2][0].dev, out[0][0].dev, n),
+                device_rel_err(out[2][1].dev, out[0][1].dev, n), device_rel_err(out[2][2].dev, out[0][2].dev, n),
+                device_rel_err(out[2][3].dev, out[0][3].dev, n), fwd[0] / fwd[2], bwd[0] / bwd[2],
+                fwd[1] / fwd[2], bwd[1] / bwd[2]);
+  }
   cudaFree(slope_dev);
 }
 
@@ -590,7 +602,14 @@ int main(int argc, char** argv) {
   cases.push_back({false, 128, 1, 2000, 2, true, {}, 0});  // automatic split (few heads)
   cases.push_back({false, 64, 3, 63, 1, false, {}, 0});
   cases.push_back({false, 128, 2, 0, 2, true, {}, 0});      // empty sequences
+  // v3: many ring wraps (33 chunks), a partial last chunk, unsplit and split with partial segments.
+  cases.push_back({false, 128, 1, 2100, 1, true, {}, 100000});
+  cases.push_back({true, 128, 2, 1000, 3, true, {}, 5});
   int passed = 0, failed = 0;
+  if (!effattn::cuda::lightning::DTypeKernels<__nv_bfloat16>::v3_usable()) {
+    std::printf("NOTE the v3 pass cannot run here (needs an sm_90a build on a Hopper GPU): "
+                "the v3 lines below ran v2\n");
+  }
   for (const Case& c : cases) run_case(c, passed, failed);
   for (int half = 0; half < 2; ++half)
     for (int D : {64, 128})

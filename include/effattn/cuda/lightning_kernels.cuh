@@ -2,6 +2,7 @@
 // entry points used by csrc/kernels/lightning_api.cu. The kernels themselves:
 //   lightning_pass_v1.cuh  v1 pass (4 warps per (segment, head, 64-column slice))
 //   lightning_pass_v2.cuh  v2 pass (E/16 warps per (segment, head), transposed state)
+//   lightning_pass_v3.cuh  v3 pass (sm_90a wgmma, warp-specialised; D = E = 128)
 //   lightning_scan.cuh     segment start states of split passes
 //   lightning_decode.cuh   decode step, v1 and the streaming v2/v3
 // See include/effattn/lightning_cuda.h for the launcher API and the algorithm in short.
@@ -11,14 +12,16 @@
 #include "effattn/cuda/lightning_decode.cuh"
 #include "effattn/cuda/lightning_pass_v1.cuh"
 #include "effattn/cuda/lightning_pass_v2.cuh"
+#include "effattn/cuda/lightning_pass_v3.cuh"
 #include "effattn/cuda/lightning_scan.cuh"
+#include "effattn/cuda/sm90_dispatch.cuh"
 
 namespace effattn {
 namespace cuda {
 namespace lightning {
 
 // Implementation numbers (LightningParams::impl, LightningDecodeParams::impl after resolution).
-constexpr int kPassV1 = 1, kPassV2 = 2;
+constexpr int kPassV1 = 1, kPassV2 = 2, kPassV3 = 3;
 constexpr int kDecodeV1 = 1, kDecodeV2 = 2, kDecodeV3 = 3;
 
 template <typename T, int D, bool kOut>
@@ -45,6 +48,35 @@ cudaError_t launch_pass_v2(const PassArgs& a, int64_t num_items, cudaStream_t st
   return cudaGetLastError();
 }
 
+template <typename T, bool kOut>
+cudaError_t launch_pass_v3(const PassArgs& a, int64_t num_items, cudaStream_t stream) {
+  using Sh = PassV3Shape<kOut>;
+  const int64_t blocks = num_items * a.heads;
+  if (blocks <= 0) return cudaSuccess;
+  cudaError_t err = cudaFuncSetAttribute(lightning_pass_v3_kernel<T, kOut>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, Sh::kBytes);
+  if (err != cudaSuccess) return err;
+  lightning_pass_v3_kernel<T, kOut><<<static_cast<unsigned>(blocks), Sh::kThreads, Sh::kBytes, stream>>>(a);
+  return cudaGetLastError();
+}
+
+// Whether the current device can run the v3 pass: Hopper, the kernels compiled as sm_90a machine
+// code (not a trap stub), and the shared memory granted. Cached per device.
+template <typename T>
+bool pass_v3_usable() {
+  static int cache[64];  // 0 unknown, 1 yes, 2 no (benign races: every writer stores the same)
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return false;
+  if (dev >= 0 && dev < 64 && cache[dev] != 0) return cache[dev] == 1;
+  bool ok = sm90_kernel_usable(lightning_pass_v3_kernel<T, true>) &&
+            sm90_kernel_usable(lightning_pass_v3_kernel<T, false>);
+  int optin = 0;
+  ok = ok && cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) == cudaSuccess &&
+       optin >= PassV3Shape<true>::kBytes;
+  if (dev >= 0 && dev < 64) cache[dev] = ok ? 1 : 2;
+  return ok;
+}
+
 // Resident CTAs per SM of a kernel with `bytes` of dynamic shared memory (1 when unknown).
 template <typename K>
 int occupancy_of(K kernel, int threads, int bytes) {
@@ -61,7 +93,13 @@ int occupancy_of(K kernel, int threads, int bytes) {
 // Resident CTAs per SM of the output pass (for the segment split heuristic).
 template <typename T, int D>
 int pass_occupancy(int impl) {
-  if (impl == kPassV2) {
+  if constexpr (D == 128) {
+    if (impl == kPassV3) {
+      using Sh = PassV3Shape<true>;
+      return occupancy_of(lightning_pass_v3_kernel<T, true>, Sh::kThreads, Sh::kBytes);
+    }
+  }
+  if (impl == kPassV2 || impl == kPassV3) {
     using Sh = PassV2Shape<D, true>;
     return occupancy_of(lightning_pass_v2_kernel<T, D, true>, Sh::kThreads, Sh::kBytes);
   }
@@ -92,6 +130,7 @@ template <typename T>
 struct DTypeKernels {
   static cudaError_t pass(int d, bool out, int impl, const PassArgs& a, int64_t items, cudaStream_t s);
   static int occupancy(int d, int impl);
+  static bool v3_usable();
   static cudaError_t decode(const LightningDecodeParams& p, int impl, cudaStream_t s);
 };
 
@@ -100,17 +139,24 @@ cudaError_t DTypeKernels<__half>::pass(int, bool, int, const PassArgs&, int64_t,
 template <>
 int DTypeKernels<__half>::occupancy(int, int);
 template <>
+bool DTypeKernels<__half>::v3_usable();
+template <>
 cudaError_t DTypeKernels<__half>::decode(const LightningDecodeParams&, int, cudaStream_t);
 template <>
 cudaError_t DTypeKernels<__nv_bfloat16>::pass(int, bool, int, const PassArgs&, int64_t, cudaStream_t);
 template <>
 int DTypeKernels<__nv_bfloat16>::occupancy(int, int);
 template <>
+bool DTypeKernels<__nv_bfloat16>::v3_usable();
+template <>
 cudaError_t DTypeKernels<__nv_bfloat16>::decode(const LightningDecodeParams&, int, cudaStream_t);
 
 template <typename T, int D>
 cudaError_t launch_pass_any(bool out, int impl, const PassArgs& a, int64_t items, cudaStream_t s) {
-  if (impl == kPassV2) {
+  if constexpr (D == 128) {
+    if (impl == kPassV3) return out ? launch_pass_v3<T, true>(a, items, s) : launch_pass_v3<T, false>(a, items, s);
+  }
+  if (impl == kPassV2 || impl == kPassV3) {  // v3 exists for D = 128 only
     return out ? launch_pass_v2<T, D, true>(a, items, s) : launch_pass_v2<T, D, false>(a, items, s);
   }
   return out ? launch_pass<T, D, true>(a, items, s) : launch_pass<T, D, false>(a, items, s);
@@ -128,6 +174,8 @@ cudaError_t launch_pass_any(bool out, int impl, const PassArgs& a, int64_t items
   int DTypeKernels<T>::occupancy(int d, int impl) {                                              \
     return d == 64 ? pass_occupancy<T, 64>(impl) : pass_occupancy<T, 128>(impl);                \
   }                                                                                              \
+  template <>                                                                                    \
+  bool DTypeKernels<T>::v3_usable() { return pass_v3_usable<T>(); }                              \
   template <>                                                                                    \
   cudaError_t DTypeKernels<T>::decode(const LightningDecodeParams& p, int impl, cudaStream_t s) { \
     if (p.dim_k == 64 && p.dim_v == 64) return launch_decode<T, 64, 64>(p, impl, s);             \

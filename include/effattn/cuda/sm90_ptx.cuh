@@ -259,6 +259,118 @@ __device__ __forceinline__ void regs_alloc() {
 #endif
 }
 
+// ---- lightning additions (lightning_pass_v3.cuh) ----------------------------------------
+
+// D[64 x 32] (+)= A[64 x 16] (descriptor, K-major) * B[16 x 32] (descriptor).
+template <typename T, int kTnspB>
+__device__ __forceinline__ void wgmma_m64n32k16_ss(float (&d)[16], uint64_t desc_a, uint64_t desc_b,
+                                                   int scale_d) {
+#ifdef EFFATTN_SM90_ENABLED
+#define EFFATTN_WGMMA_N32_SS(TY)                                                          \
+  asm volatile(                                                                           \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %19, 0;\n"                                        \
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                         \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15},"                          \
+      " %16, %17, p, 1, 1, 0, %18;\n}\n"                                                  \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),          \
+        "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                               \
+      : "l"(desc_a), "l"(desc_b), "n"(kTnspB), "r"(scale_d))
+  if constexpr (std::is_same<T, __half>::value) {
+    EFFATTN_WGMMA_N32_SS("f16");
+  } else {
+    EFFATTN_WGMMA_N32_SS("bf16");
+  }
+#undef EFFATTN_WGMMA_N32_SS
+#else
+  __trap();
+#endif
+}
+
+// Four 8x8 16-bit matrices from mma-style fragments to shared memory, transposed: fragment
+// element (row r, column c) of matrix i lands in row c of the stored matrix, whose 16-byte
+// row addresses come from lanes 8 i .. 8 i + 7.
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2,
+                                                  uint32_t r3) {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(addr), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+#endif
+}
+
+// Makes this thread's generic-proxy shared-memory writes visible to later async-proxy reads
+// (wgmma operands), once a barrier orders them.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// Named barrier `id` over `threads` threads (multiple of 32).
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// ---- backward additions (attn_bwd_sm90_fused.cuh) ----------------------------------------
+
+// D[64 x N] (+)= A[64 x 16] (descriptor) * B[16 x N] (descriptor), N = 64 or 128, with both
+// transpose bits: kTnspA = 1 reads A MN-major (M contiguous), kTnspB = 1 reads B MN-major.
+template <typename T, int N, int kTnspA, int kTnspB>
+__device__ __forceinline__ void wgmma_ss_tt(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  static_assert(N == 64 || N == 128, "wgmma_ss_tt: N = 64 or 128");
+#ifdef EFFATTN_SM90_ENABLED
+#define EFFATTN_BWD_D8(i) "+f"(d[i + 0]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+  "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define EFFATTN_BWD_SS64(TY)                                                                 \
+  asm volatile(                                                                              \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %36, 0;\n"                                           \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                            \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                              \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31},"                    \
+      " %32, %33, p, 1, 1, %34, %35;\n}\n"                                                   \
+      : EFFATTN_BWD_D8(0), EFFATTN_BWD_D8(8), EFFATTN_BWD_D8(16), EFFATTN_BWD_D8(24)          \
+      : "l"(desc_a), "l"(desc_b), "n"(kTnspA), "n"(kTnspB), "r"(scale_d))
+#define EFFATTN_BWD_SS128(TY)                                                                \
+  asm volatile(                                                                              \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %68, 0;\n"                                           \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                           \
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"                              \
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"                     \
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"                     \
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63},"                    \
+      " %64, %65, p, 1, 1, %66, %67;\n}\n"                                                   \
+      : EFFATTN_BWD_D8(0), EFFATTN_BWD_D8(8), EFFATTN_BWD_D8(16), EFFATTN_BWD_D8(24),         \
+        EFFATTN_BWD_D8(32), EFFATTN_BWD_D8(40), EFFATTN_BWD_D8(48), EFFATTN_BWD_D8(56)        \
+      : "l"(desc_a), "l"(desc_b), "n"(kTnspA), "n"(kTnspB), "r"(scale_d))
+  if constexpr (N == 64) {
+    if constexpr (std::is_same<T, __half>::value) {
+      EFFATTN_BWD_SS64("f16");
+    } else {
+      EFFATTN_BWD_SS64("bf16");
+    }
+  } else {
+    if constexpr (std::is_same<T, __half>::value) {
+      EFFATTN_BWD_SS128("f16");
+    } else {
+      EFFATTN_BWD_SS128("bf16");
+    }
+  }
+#undef EFFATTN_BWD_SS64
+#undef EFFATTN_BWD_SS128
+#undef EFFATTN_BWD_D8
+#else
+  __trap();
+#endif
+}
+
+// Fire-and-forget fp32 atomic add of two consecutive floats (8-byte aligned) in global memory.
+__device__ __forceinline__ void red_add_v2_f32(float* p, float a, float b) {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+#endif
+}
+
 }  // namespace sm90
 }  // namespace cuda
 }  // namespace effattn
