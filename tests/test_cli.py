@@ -67,3 +67,11 @@ def test_info_and_unknown_suite(capsys):
     assert main(["info"]) == 0
     assert "effattn" in capsys.readouterr().out
     assert main(["bench", "--only", "nope", "--device", "cpu"]) == 2
+
+
+def test_bench_filter_keeps_only_matching_problems(tmp_path):
+    out = tmp_path / "decode"
+    assert main(["bench", "--device", "cpu", "--quick", "--only", "lightning", "--filter", "decode",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert rows and all("decode" in row["problem"] for row in rows)

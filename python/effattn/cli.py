@@ -41,7 +41,7 @@ def cmd_bench(args):
         print(f"unknown or not yet available suite(s) {unknown}; available: {', '.join(SUITES)}")
         return 2
     meta = metadata(device, dtype)
-    rows = run_suites(suites, device, dtype, args.quick)
+    rows = run_suites(suites, device, dtype, args.quick, args.filter)
     print(f"\nbenchmark on {meta['device']} ({meta['dtype']}, torch {meta['torch']}, "
           f"commit {meta['commit']}; median ms, effective TF/s per DESIGN.md §9)")
     print(format_table(rows))
@@ -99,6 +99,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--quick", action="store_true", help="fewer, smaller problems")
     parser.add_argument("--only", default=None, help=f"comma-separated suites: {', '.join(SUITES)}")
+    parser.add_argument("--filter", default=None, metavar="TEXT",
+                        help="only the problems whose name contains TEXT")
     parser.add_argument("--dtype", default=None, choices=["float16", "bfloat16", "float32"],
                         help="default: bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--out", default=None, help="directory for bench.json, bench.md and PNG plots")

@@ -13,8 +13,10 @@ from .timing import tflops, time_impl
 SUITES = {"na": na, "bs": block_sparse, "sparse": sparse, "lightning": lightning}
 
 
-def run_suites(names, device, dtype, quick):
-    cases = [case for name in names for case in SUITES[name].make_cases(device, dtype, quick)]
+def run_suites(names, device, dtype, quick, only_problems=None):
+    """only_problems: keep the cases whose problem name contains this text."""
+    cases = [case for name in names for case in SUITES[name].make_cases(device, dtype, quick)
+             if only_problems is None or only_problems in case.problem]
     progress = Progress(sum(len(c.impls) for c in cases), label=f"bench ({device})")
     rows = []
     for case in cases:
