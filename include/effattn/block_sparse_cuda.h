@@ -86,7 +86,9 @@ struct BlockSparseParams {
 const char* block_sparse_cuda_unsupported_reason(const BlockSparseParams& p, bool backward);
 
 // Bytes of workspace the backward needs: delta (fp32 [B, Nq, H]) and, for per-head maps under
-// GQA, per-member dK/dV partials (2 x G x [B, Nk, H_kv, D] in the input dtype).
+// GQA, per-member dK/dV partials (2 x G x [B, Nk, H_kv, D] in the input dtype), and on Hopper
+// with head dim 64 / 128 the fused backward's fp32 dQ accumulator [B, Nq, H, D] (unless
+// EFFATTN_SM90_BWD=split). Depends on the current device: query it on the launch device.
 size_t block_sparse_backward_workspace_bytes(const BlockSparseParams& p);
 
 // Forward: writes o (every valid row) and lse (when non-null). cudaErrorInvalidValue when

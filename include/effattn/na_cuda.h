@@ -69,7 +69,9 @@ inline bool na_cuda_supports(const NaParams& p, bool backward) {
   return na_cuda_unsupported_reason(p, backward) == nullptr;
 }
 
-// Bytes of fp32 workspace na_backward needs: delta, B*N*H floats (+ padding).
+// Bytes of fp32 workspace na_backward needs: delta, B*N*H floats (+ padding), and on Hopper
+// with head dim 64 / 128 the fused backward's fp32 dQ accumulator, B*N*H*D floats (unless
+// EFFATTN_SM90_BWD=split). Depends on the current device: query it on the launch device.
 size_t na_backward_workspace_bytes(const NaParams& p);
 
 // Forward: writes o (and lse when non-null). Returns cudaErrorInvalidValue when unsupported.

@@ -414,6 +414,21 @@ std::vector<Case> all_cases() {
     cs.push_back(mk("1d L1000 K200 (multi-tile windows)", 1, {1000}, {200}, {}, {}, {}, 2, 2, 2, 32, dt));
     cs.push_back(mk("1d L3 K2 tiny", 1, {3}, {2}, {}, {}, {}, 2, 2, 2, 64, dt));
     cs.push_back(mk("1d L150 K150 == input", 1, {150}, {150}, {}, {}, {}, 2, 2, 2, 64, dt));
+    // 1D, dilation 1, D 64 / 128: the Hopper forward's TMA producer (EFFATTN_SM90_TMA=0: cp.async).
+    // L not a multiple of the 128-row tiles, windows clipped at both ends, odd tile counts.
+    cs.push_back(mk("1d L1337 K257 (tma, clipped both ends)", 1, {1337}, {257}, {}, {}, {}, 2, 2, 2, 128, dt));
+    cs.push_back(mk("1d L129 K3 (tma, 1-row last tile)", 1, {129}, {3}, {}, {}, {}, 3, 2, 2, 64, dt));
+    cs.push_back(mk("1d L700 K129 s2 causal (tma)", 1, {700}, {129}, {}, {2}, {1}, 2, 2, 2, 64, dt));
+    cs.push_back(mk("1d L517 K100 GQA H4 Hkv2 (tma)", 1, {517}, {100}, {}, {}, {}, 2, 4, 2, 128, dt));
+    cs.push_back(mk("1d L333 K333 == input (tma)", 1, {333}, {333}, {}, {}, {}, 1, 3, 1, 128, dt));
+    Case pk1 = mk("1d L1000 K65 packed qkv (tma strides)", 1, {1000}, {65}, {}, {}, {}, 2, 2, 2, 64, dt);
+    pk1.packed = true;
+    cs.push_back(pk1);
+    // More 128-row tiles than SMs: persistent CTAs (EFFATTN_SM90_PERSIST=0: one CTA per tile),
+    // the K/V ring and its phases carried across tiles of different heads and batches.
+    cs.push_back(mk("1d L2500 K129 GQA H4 Hkv2 (persistent)", 1, {2500}, {129}, {}, {}, {}, 2, 4, 2, 128, dt));
+    cs.push_back(mk("1d L5000 K65 H4 (persistent)", 1, {5000}, {65}, {}, {}, {}, 2, 4, 4, 128, dt));
+    cs.push_back(mk("1d L8192 K7 H16 (persistent, ~16 tiles per CTA)", 1, {8192}, {7}, {}, {}, {}, 2, 16, 16, 64, dt));
     // 2D
     cs.push_back(mk("2d 13x17 K5x7", 2, {13, 17}, {5, 7}, {}, {}, {}, 2, 2, 2, 32, dt));
     cs.push_back(mk("2d 13x17 K13x17 == input", 2, {13, 17}, {13, 17}, {}, {}, {}, 2, 2, 2, 64, dt));
@@ -586,6 +601,20 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+  {
+    // Hopper forward, 1D without dilation, D 64 / 128: TMA producer and persistent CTAs
+    // unless EFFATTN_SM90_TMA=0 / EFFATTN_SM90_PERSIST=0.
+    const char* tma = std::getenv("EFFATTN_SM90_TMA");
+    const char* per = std::getenv("EFFATTN_SM90_PERSIST");
+    const bool tma_on = !(tma != nullptr && !std::strcmp(tma, "0"));
+    const bool per_on = tma_on && !(per != nullptr && !std::strcmp(per, "0"));
+    std::printf("SM90 forward 1D producer: %s%s\n", tma_on ? "tma" : "cp.async", per_on ? " + persistent" : "");
+  }
+  {
+    // Hopper head dims 64 / 128: fused dK/dV/dQ backward unless EFFATTN_SM90_BWD=split.
+    const char* bwd = std::getenv("EFFATTN_SM90_BWD");
+    std::printf("SM90 backward path: %s\n", bwd != nullptr && !std::strcmp(bwd, "split") ? "split" : "fused");
+  }
   if (do_bench) return bench(filter, fwd_only);
 
   int passed = 0, failed = 0;

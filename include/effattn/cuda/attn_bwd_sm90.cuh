@@ -13,6 +13,9 @@
 // mask row_mask64(row_info(q), key tile).
 // dQ (query-tile major): a CTA owns 64 query rows (Q, dO loaded once) and walks the key
 // tiles of the policy: S = Q K^T, dP = dO V^T, dS = P (dP - delta), dQ += dS K.
+// These two kernels are the "split" SM90 backward (EFFATTN_SM90_BWD=split, bitwise
+// deterministic); the default fused pass (dQ by fp32 atomics, no dQ pass) is in
+// attn_bwd_sm90_fused.cuh.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -54,6 +57,11 @@ struct Sm90BwdConfig {
   // 2 CTAs per SM: 2 x (128 x producer + 128 x consumer) <= 64 K registers.
   static constexpr int kProducerRegs = 48;
   static constexpr int kConsumerRegs = 208;
+  // dK/dV kernel at D = 128: the consumer's dK, dV, S^T, dP^T (192) plus addressing do not
+  // fit 208 and ptxas serialises every wgmma (C7512); 224 avoids that (the producer spills a
+  // few values to L1 instead).
+  static constexpr int kKvProducerRegs = D == 128 ? 32 : 48;
+  static constexpr int kKvConsumerRegs = 256 - kKvProducerRegs;
 };
 
 // K-major descriptor of k16 step kk of a [64 rows][D] panel tile (A or B operand).
@@ -107,7 +115,7 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
 
   if (tid < 128) {
     // ---------------- producer ----------------
-    sm90::regs_dealloc<Cfg::kProducerRegs>();
+    sm90::regs_dealloc<Cfg::kKvProducerRegs>();
     const int warp = tid / 32, lane = tid % 32;
     sm90_load_row_pair<D, R>(
         sK, static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head, args.sk, sV,
@@ -156,7 +164,7 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
   }
 
   // ---------------- consumer ----------------
-  sm90::regs_alloc<Cfg::kConsumerRegs>();
+  sm90::regs_alloc<Cfg::kKvConsumerRegs>();
   const int wtid = tid - 128;
   const int warp = wtid / 32;
   const int lane = wtid % 32;

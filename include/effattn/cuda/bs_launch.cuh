@@ -10,6 +10,7 @@
 #include "effattn/block_sparse_cuda.h"
 #include "effattn/cuda/attn_bwd_sm80.cuh"
 #include "effattn/cuda/attn_bwd_sm90.cuh"
+#include "effattn/cuda/attn_bwd_sm90_fused.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/block_list_policy.cuh"
@@ -110,6 +111,17 @@ inline FwdArgs bs_fwd_args(const BlockSparseParams& p) {
   return a;
 }
 
+// Tensor maps of q [B, Nq, H, D], k and v [B, Nk, H_kv, D] for the TMA producer (dense batch).
+template <typename T>
+bool bs_fwd_tma_maps(const BlockSparseParams& p, Sm90TmaMaps& maps) {
+  return sm90_encode_rows_map<T>(&maps.q, p.q, p.batch, p.q_tokens, p.heads, p.head_dim, p.q_strides.batch,
+                                 p.q_strides.token[0], p.q_strides.head) &&
+         sm90_encode_rows_map<T>(&maps.k, p.k, p.batch, p.k_tokens, p.kv_heads, p.head_dim, p.k_strides.batch,
+                                 p.k_strides.token[0], p.k_strides.head) &&
+         sm90_encode_rows_map<T>(&maps.v, p.v, p.batch, p.k_tokens, p.kv_heads, p.head_dim, p.v_strides.batch,
+                                 p.v_strides.token[0], p.v_strides.head);
+}
+
 // Hopper core: 128-row query tiles, so only for 128-row query blocks (a query tile must not
 // straddle two blocks' key lists).
 template <typename T, int D, int kPair>
@@ -117,16 +129,17 @@ cudaError_t launch_bs_forward_sm90(const BlockSparseParams& p, cudaStream_t stre
   using Cfg = Sm90FwdConfig<D, kPair>;
   const BlockListPolicy pol = make_block_list_policy(p, Cfg::BM);
   const FwdArgs a = bs_fwd_args(p);
-  auto kernel = attn_fwd_sm90_kernel<T, D, kPair, BlockListPolicy>;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (err != cudaSuccess) return err;
   const int64_t tiles = (bs_max_q(p) + Cfg::BM - 1) / Cfg::BM;
   if (tiles == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(bs_grid_batch(p)));
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
-  return cudaGetLastError();
+  // TMA producer for dense batches: query tiles and 64-key tiles are token runs, and rows
+  // past Nq / Nk are zero-filled. Packed varlen batches keep cp.async: a box crossing a
+  // sequence's end would read the next sequence's rows (masked, but 0 * inf would leak).
+  Sm90TmaMaps maps;
+  const bool tma = kPair == 2 && sm90_tma_enabled() && !bs_varlen(p) && bs_fwd_tma_maps<T>(p, maps);
+  // BlockListPolicy reads blockIdx (sequence, head): one CTA per tile, never persistent.
+  return launch_attn_fwd_sm90<T, D, kPair, BlockListPolicy>(grid, a, pol, tma ? &maps : nullptr, false, stream);
 }
 
 template <typename T, int D>
@@ -180,6 +193,19 @@ __global__ void __launch_bounds__(256)
 
 inline size_t bs_align256(size_t x) { return (x + 255) & ~size_t(255); }
 
+// Workspace layout of the backward: delta (fp32 [B, Nq, H]), the per-member dK/dV partials
+// (per-head maps under GQA only), then the fused SM90 path's fp32 dQ accumulator [B, Nq, H, D].
+inline size_t bs_dq_acc_offset(const BlockSparseParams& p) {
+  size_t bytes = bs_align256(sizeof(float) * static_cast<size_t>(p.batch * p.q_tokens * p.heads));
+  const int64_t group = p.kv_heads > 0 ? p.heads / p.kv_heads : 1;
+  if (p.per_head_maps && group > 1)
+    bytes += 2 * bs_align256(2 * static_cast<size_t>(p.batch * p.k_tokens * p.kv_heads * p.head_dim * group));
+  return bytes;
+}
+inline size_t bs_dq_acc_end(const BlockSparseParams& p) {
+  return bs_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(p.batch * p.q_tokens * p.heads * p.head_dim);
+}
+
 template <typename T, int D>
 cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) {
   const bool vl = bs_varlen(p);
@@ -201,6 +227,14 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
   // Hopper dK/dV and dQ passes (64-row query tiles in both) where the build has them.
   bool use90 = false;
   if constexpr (D == 64 || D == 128) use90 = sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, BlockListPolicy>);
+  // Fused dK/dV/dQ pass (dQ by fp32 atomics into the workspace; no dQ pass).
+  const bool fused = use90 && sm90_bwd_fused() && p.workspace_bytes >= bs_dq_acc_end(p);
+  float* dq_acc = reinterpret_cast<float*>(ws + bs_dq_acc_offset(p));
+  const int64_t dq_elems = p.batch * p.q_tokens * p.heads * p.head_dim;
+  if (fused && dq_elems > 0) {
+    err = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(dq_elems), stream);
+    if (err != cudaSuccess) return err;
+  }
   {
     TokenSpace ts;
     ts.batch = p.batch;
@@ -250,8 +284,25 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
     const int64_t tiles = (bs_max_k(p) + Cfg::BN - 1) / Cfg::BN;
     const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.kv_heads),
                     static_cast<unsigned>(batch_grid));
-    auto launch_kv = [&](const BwdArgs& args, const BlockListPolicy& pol) -> cudaError_t {
+    // g: group member of the per-head-map split (its dQ accumulator heads are kvh * G + g).
+    auto launch_kv = [&](const BwdArgs& args, const BlockListPolicy& pol, int64_t g) -> cudaError_t {
       if constexpr (D == 64 || D == 128) {
+        if (fused) {
+          BwdFusedArgs fa;
+          static_cast<BwdArgs&>(fa) = args;
+          fa.dq_acc = dq_acc + g * p.head_dim;
+          fa.sdqa.head = p.head_dim * (split ? group : 1);
+          fa.sdqa.token[0] = p.heads * p.head_dim;
+          fa.sdqa.token[1] = 0;
+          fa.sdqa.token[2] = 0;
+          fa.sdqa.batch = vl ? 0 : p.q_tokens * p.heads * p.head_dim;
+          auto kf = attn_bwd_fused_sm90_kernel<T, D, BlockListPolicy>;
+          constexpr int kSmem = Sm90BwdFusedConfig<D>::kSmem;
+          const cudaError_t e = cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+          if (e != cudaSuccess) return e;
+          kf<<<grid, Sm90BwdFusedConfig<D>::kThreads, kSmem, stream>>>(fa, pol);
+          return cudaGetLastError();
+        }
         if (use90) {
           auto k90 = attn_bwd_kv_sm90_kernel<T, D, BlockListPolicy>;
           constexpr int kSmem = Sm90BwdConfig<D>::kKvSmem;
@@ -267,7 +318,7 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
     if (tiles > 0) {
       if (!split) {
         const BlockListPolicy pol = make_block_list_policy(p, kv_q_rows);
-        err = launch_kv(a, pol);
+        err = launch_kv(a, pol, 0);
         if (err != cudaSuccess) return err;
       } else {
         for (int64_t g = 0; g < group; ++g) {
@@ -289,7 +340,7 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           BlockListPolicy pol = make_block_list_policy(p, kv_q_rows);
           pol.head_mul = static_cast<int32_t>(group);
           pol.head_add = static_cast<int32_t>(g);
-          err = launch_kv(ag, pol);
+          err = launch_kv(ag, pol, g);
           if (err != cudaSuccess) return err;
         }
         const int64_t pairs = kv_elems / 2;
@@ -306,6 +357,23 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
         }
       }
     }
+  }
+  if (fused) {
+    // dQ = scale * accumulator (contiguous [B, Nq, H, D], like delta).
+    const int64_t blocks = (dq_elems / 4 + 255) / 256;
+    if (blocks > 0) {
+      TokenSpace ts;
+      ts.batch = p.batch;
+      ts.len[0] = p.q_tokens;
+      ts.len[1] = 1;
+      ts.len[2] = 1;
+      ts.heads = static_cast<int32_t>(p.heads);
+      attn_bwd_dq_convert_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+          dq_acc, static_cast<T*>(p.dq), bs_core_strides(p.dq_strides, false), ts,
+          static_cast<int32_t>(p.head_dim), p.scale, dq_elems);
+      err = cudaGetLastError();
+    }
+    return err;
   }
   // dQ: query-tile major.
   {

@@ -8,6 +8,7 @@
 
 #include "effattn/cuda/attn_bwd_sm80.cuh"
 #include "effattn/cuda/attn_bwd_sm90.cuh"
+#include "effattn/cuda/attn_bwd_sm90_fused.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/na_policy.cuh"
@@ -162,6 +163,19 @@ cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// Tensor maps of q, k, v for the TMA producer (rank 1: [B, L, H(_kv), D]); false when TMA
+// cannot describe them.
+template <typename T>
+bool na_fwd_tma_maps(const NaParams& p, Sm90TmaMaps& maps) {
+  const int64_t L = p.axes[0].length;
+  return sm90_encode_rows_map<T>(&maps.q, p.q, p.batch, L, p.heads, p.head_dim, p.q_strides.batch,
+                                 p.q_strides.token[0], p.q_strides.head) &&
+         sm90_encode_rows_map<T>(&maps.k, p.k, p.batch, L, p.kv_heads, p.head_dim, p.k_strides.batch,
+                                 p.k_strides.token[0], p.k_strides.head) &&
+         sm90_encode_rows_map<T>(&maps.v, p.v, p.batch, L, p.kv_heads, p.head_dim, p.v_strides.batch,
+                                 p.v_strides.token[0], p.v_strides.head);
+}
+
 // Hopper core (head dims 64 / 128): 128-query tiles, kPair 64-key tiles per step.
 template <typename T, int D, int kPair>
 cudaError_t launch_na_forward_sm90(const NaParams& p, cudaStream_t stream) {
@@ -169,14 +183,16 @@ cudaError_t launch_na_forward_sm90(const NaParams& p, cudaStream_t stream) {
   NaPolicy pol;
   pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::BM, 64));
   const FwdArgs a = na_fwd_args(p);
-  auto kernel = attn_fwd_sm90_kernel<T, D, kPair, NaPolicy>;
-  cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
-  if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(pol.num_q_tiles()), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(p.batch));
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(a, pol);
-  return cudaGetLastError();
+  // TMA producer for 1D without dilation: query tiles and key tiles are then runs of
+  // consecutive tokens (tile row / column r = token base + r), clipped only by [0, L).
+  Sm90TmaMaps maps;
+  const bool tma = kPair == 2 && sm90_tma_enabled() && p.rank == 1 && p.axes[0].dilation == 1 &&
+                   na_fwd_tma_maps<T>(p, maps);
+  // NaPolicy does not read blockIdx, so the TMA kernel may also run persistent CTAs.
+  return launch_attn_fwd_sm90<T, D, kPair, NaPolicy, true>(grid, a, pol, tma ? &maps : nullptr,
+                                                           sm90_persist_enabled(), stream);
 }
 
 template <typename T, int D>
@@ -239,6 +255,49 @@ cudaError_t launch_na_backward_sm90(const NaParams& p, const float* delta, const
   return cudaGetLastError();
 }
 
+// Byte offset of the fused backward's fp32 dQ accumulator [B, tokens, H, D] in the workspace
+// (after delta) and the workspace size with it; na_backward_workspace_bytes includes it when
+// the fused SM90 path can run (Hopper, head dim 64 / 128, EFFATTN_SM90_BWD not "split").
+inline size_t na_dq_acc_offset(const NaParams& p) {
+  return (sizeof(float) * static_cast<size_t>(p.batch * num_tokens(p) * p.heads) + 255) & ~size_t(255);
+}
+inline size_t na_dq_acc_end(const NaParams& p) {
+  return na_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(p.batch * num_tokens(p) * p.heads * p.head_dim);
+}
+
+// Fused Hopper backward (after the delta pre-pass): zero the dQ accumulator, one dK/dV/dQ
+// pass over 64-key tiles, then dQ = scale * accumulator.
+template <typename T, int D>
+cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta, const CoreStrides& sdelta,
+                                          cudaStream_t stream) {
+  using Cfg = Sm90BwdFusedConfig<D>;
+  float* acc = reinterpret_cast<float*>(static_cast<unsigned char*>(p.workspace) + na_dq_acc_offset(p));
+  const int64_t n = p.batch * num_tokens(p) * p.heads * D;
+  cudaError_t err = cudaMemsetAsync(acc, 0, sizeof(float) * static_cast<size_t>(n), stream);
+  if (err != cudaSuccess) return err;
+  NaPolicy pol;
+  pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::kRows, Cfg::kRows));
+  BwdFusedArgs a;
+  static_cast<BwdArgs&>(a) = na_bwd_args(p, delta, sdelta);
+  a.dq_acc = acc;
+  a.sdqa = contiguous_strides(p, D);
+  auto kernel = attn_bwd_fused_sm90_kernel<T, D, NaPolicy>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(pol.num_k_tiles()), static_cast<unsigned>(p.kv_heads),
+                  static_cast<unsigned>(p.batch));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(a, pol);
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const int64_t blocks = (n / 4 + 255) / 256;
+  if (blocks > 0) {
+    attn_bwd_dq_convert_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
+        acc, static_cast<T*>(p.dq), core_strides(p.dq_strides, p.rank), token_space(p), D, p.scale, n);
+    err = cudaGetLastError();
+  }
+  return err;
+}
+
 template <typename T, int D>
 cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
   const TokenSpace ts = token_space(p);
@@ -255,8 +314,11 @@ cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
     if (err != cudaSuccess) return err;
   }
   if constexpr (D == 64 || D == 128) {
-    if (sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, NaPolicy>))
+    if (sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, NaPolicy>)) {
+      if (sm90_bwd_fused() && p.workspace_bytes >= na_dq_acc_end(p))
+        return launch_na_backward_sm90_fused<T, D>(p, delta, sdelta, stream);
       return launch_na_backward_sm90<T, D>(p, delta, sdelta, stream);
+    }
   }
   // dK, dV: key-tile major.
   {

@@ -36,6 +36,36 @@ inline int sm90_pingpong() {
   return on;
 }
 
+// TMA loads in the SM90 forward producer where tiles are token runs (EFFATTN_SM90_TMA=0
+// keeps the cp.async producer everywhere).
+inline bool sm90_tma_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("EFFATTN_SM90_TMA");
+    return !(v != nullptr && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+// Persistent CTAs for the SM90 forward where the TMA producer runs with a policy that allows
+// them (NA; EFFATTN_SM90_PERSIST=0: one CTA per tile).
+inline bool sm90_persist_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("EFFATTN_SM90_PERSIST");
+    return !(v != nullptr && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
+
+// SM90 backward: fused dK/dV/dQ pass with fp32 dQ atomics (default, EFFATTN_SM90_BWD=fused)
+// or the split dK/dV + recomputing dQ passes (EFFATTN_SM90_BWD=split: bitwise deterministic).
+inline bool sm90_bwd_fused() {
+  static const bool fused = [] {
+    const char* v = std::getenv("EFFATTN_SM90_BWD");
+    return !(v != nullptr && std::strcmp(v, "split") == 0);
+  }();
+  return fused;
+}
+
 // True when the current device is Hopper and `kernel` was compiled as sm_90a machine code
 // (a build without sm_90a, or a JIT from older PTX, holds only the kernel's trap stub).
 template <typename Kernel>
