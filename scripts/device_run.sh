@@ -94,18 +94,13 @@ for stage in $STAGES; do
         note "example $ex (cuda, compile, bf16) rc=$rc: $(tail -1 ex.log)"
       done ;;
     crashtrace)
-      # A crashing CUDA pytest file (CRASH_FILE): its -k CRASH_K tests alone in a fresh process,
-      # then the whole file with glibc's malloc checking (heap corruption shows where it happens).
-      f=${CRASH_FILE:-tests/cuda/test_estimate_cuda.py}
-      section "crashtrace $f -k ${CRASH_K:-bad}"
-      timeout 120 python3 -X faulthandler -m pytest "$f" -q -k "${CRASH_K:-bad}" -p no:cacheprovider > ct.log 2>&1; rc=$?
-      cat ct.log >> "$LOG"; note "crashtrace -k ${CRASH_K:-bad} alone rc=$rc: $(tail -1 ct.log)"
-      section "crashtrace $f with MALLOC_CHECK_=3"
-      md=$(ls /usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0 2>/dev/null)
-      LD_PRELOAD=$md MALLOC_CHECK_=3 timeout 150 python3 -X faulthandler -m pytest "$f" -q -x \
-        -p no:cacheprovider > ct.log 2>&1; rc=$?
-      cat ct.log >> "$LOG"; note "crashtrace with malloc checks (${md:-no libc_malloc_debug}) rc=$rc"
-      grep -v "^  File" ct.log | tail -25 ;;
+      # Which C++ argument-check failures crash the process (scripts/cpp_error_probe.py), then
+      # the native backtrace of the estimate_block_mask one (scripts/segv_backtrace.sh).
+      section "crashtrace"
+      timeout 120 python3 scripts/cpp_error_probe.py > ct.log 2>&1; rc=$?
+      cat ct.log >> "$LOG"; note "cpp error probe rc=$rc"; cat ct.log
+      timeout 60 bash scripts/segv_backtrace.sh python3 -c "$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import cpp_error_probe as p; print(p.SETUP.format(dev="cuda") + p.ESTIMATE.format(block_q=32))')" > ct.log 2>&1
+      cat ct.log >> "$LOG"; tail -45 ct.log ;;
     sanitize)
       section "memcheck"
       timeout 240 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?

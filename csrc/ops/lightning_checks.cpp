@@ -4,6 +4,7 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <mutex>
 #include <vector>
 
 #include "common_checks.h"
@@ -23,6 +24,39 @@ void check_qkv_common(const at::Tensor& q, const at::Tensor& k, const at::Tensor
               q.size(-1), " and E = ", v.size(-1));
 }
 
+// slope >= 0 everywhere, remembered per (tensor, version) off the CPU: a decode loop or a model
+// passes one slope tensor on every call, and reading a GPU tensor's values waits for the device
+// (and is impossible while a CUDA graph is being captured). A write to the tensor bumps its
+// version; a freed tensor's entry expires with it (weak reference). Inference tensors keep no
+// version: always read.
+bool slope_values_ok(const at::Tensor& slope) {
+  if (slope.device().is_cpu() || slope.is_inference()) return slope.ge(0).all().item<bool>();
+  struct Checked {
+    c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl> impl;
+    uint32_t version;
+  };
+  static std::mutex mutex;
+  static std::vector<Checked> checked;
+  c10::TensorImpl* const impl = slope.unsafeGetTensorImpl();
+  const uint32_t version = impl->version_counter().current_version();
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    for (const Checked& c : checked) {
+      if (c.version == version && c.impl.lock().get() == impl) return true;
+    }
+  }
+  if (!slope.ge(0).all().item<bool>()) return false;
+  const std::lock_guard<std::mutex> lock(mutex);
+  std::vector<Checked> live;
+  for (Checked& c : checked) {
+    if (!c.impl.expired() && live.size() < 63) live.push_back(std::move(c));
+  }
+  live.push_back({c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(slope.getIntrusivePtr()),
+                  version});
+  checked = std::move(live);
+  return true;
+}
+
 void check_slope(const at::Tensor& slope, const at::Tensor& q, int64_t heads) {
   TORCH_CHECK(slope.dim() == 1 && slope.size(0) == heads, "slope must have shape [H] = [", heads,
               "], got ", slope.sizes());
@@ -31,7 +65,7 @@ void check_slope(const at::Tensor& slope, const at::Tensor& q, int64_t heads) {
   TORCH_CHECK(slope.device() == q.device(), "slope must be on the device of q (", q.device(),
               "), got ", slope.device());
   // Values: the decay exp(-slope) must lie in [0, 1]. NaN fails `>= 0` too.
-  TORCH_CHECK(heads == 0 || slope.ge(0).all().item<bool>(),
+  TORCH_CHECK(heads == 0 || slope_values_ok(slope),
               "slope must be >= 0 (decay exp(-slope) in [0, 1]), got a minimum of ",
               slope.min().item<double>());
 }
