@@ -106,6 +106,10 @@ setup(
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args=extra,
+            # The shared libstdc++ first on the link line: on the GPU machine the CUDA build
+            # otherwise took std::ostream internals from another library on the line into _C.so,
+            # and formatting an error message with a number there crashed (scripts/cpp_error_probe.py).
+            libraries=["stdc++"],
         )
     ],
     cmdclass={"build_ext": cpp_extension.BuildExtension},

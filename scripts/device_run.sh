@@ -86,7 +86,7 @@ for stage in $STAGES; do
       done ;;
     examples)
       # The training examples on the GPU, through torch.compile and bf16 autocast.
-      for ex in train_nat_digits train_lightning_lm; do
+      for ex in ${EXAMPLES:-train_nat_digits train_lightning_lm}; do
         section "example $ex"
         timeout ${EXAMPLES_TIMEOUT:-180} python3 "examples/$ex.py" --device cuda --compile --bf16 \
           --steps ${EXAMPLE_STEPS:-100} > ex.log 2>&1; rc=$?
@@ -97,13 +97,16 @@ for stage in $STAGES; do
       # Which C++ argument-check failures crash the process (scripts/cpp_error_probe.py), then
       # the native backtrace of the estimate_block_mask one (scripts/segv_backtrace.sh).
       section "crashtrace"
+      so=$(ls python/effattn/_C*.so | head -1)
+      note "libstdc++ internals defined in _C.so: $(nm -D --defined-only "$so" | grep -c 'codecvt\|_M_insert') symbols"
+      ldd "$so" | grep -E "stdc|cudart" >> "$LOG"
       timeout 120 python3 scripts/cpp_error_probe.py > ct.log 2>&1; rc=$?
       cat ct.log >> "$LOG"; note "cpp error probe rc=$rc"; cat ct.log
       timeout 60 bash scripts/segv_backtrace.sh python3 -c "$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import cpp_error_probe as p; print(p.SETUP.format(dev="cuda") + p.ESTIMATE.format(block_q=32))')" > ct.log 2>&1
       cat ct.log >> "$LOG"; tail -45 ct.log ;;
     sanitize)
       section "memcheck"
-      timeout 240 compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?
+      timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?
       cat ms.log >> "$LOG"
       note "memcheck rc=$rc: $(grep -E 'ERROR SUMMARY' ms.log | tail -1)" ;;
     bench)
