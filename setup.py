@@ -75,6 +75,20 @@ else:
     extension = cpp_extension.CppExtension
     extra = {"cxx": cxx_flags}
 
+def shared_libstdcxx():
+    """Link the system's shared libstdc++ (the one torch's libraries load) by file name. A
+    toolchain that ships only a static libstdc++ (the GPU machine's /opt/gcc) otherwise puts a
+    private copy into _C.so, and with -Bsymbolic-functions our code used it: formatting an error
+    message with a number then crashed (found with scripts/cpp_error_probe.py)."""
+    for libdir in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"):
+        if os.path.exists(os.path.join(libdir, "libstdc++.so.6")):
+            return [":libstdc++.so.6"], [libdir]
+    return ["stdc++"], []
+
+
+STDCXX_LIBS, STDCXX_DIRS = shared_libstdcxx()
+
+
 def write_build_info(with_cuda):
     """python/effattn/_build_info.py: what this build compiled, for `python -m effattn info`."""
     info = {
@@ -106,10 +120,8 @@ setup(
             include_dirs=include_dirs,
             define_macros=define_macros,
             extra_compile_args=extra,
-            # The shared libstdc++ first on the link line: on the GPU machine the CUDA build
-            # otherwise took std::ostream internals from another library on the line into _C.so,
-            # and formatting an error message with a number there crashed (scripts/cpp_error_probe.py).
-            libraries=["stdc++"],
+            libraries=STDCXX_LIBS,
+            library_dirs=STDCXX_DIRS,
         )
     ],
     cmdclass={"build_ext": cpp_extension.BuildExtension},

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "effattn/cuda/sm90_dispatch.cuh"
 #include "effattn/na_cuda.h"
 #include "effattn/window.h"
 
@@ -424,7 +425,7 @@ std::vector<Case> all_cases() {
     Case pk1 = mk("1d L1000 K65 packed qkv (tma strides)", 1, {1000}, {65}, {}, {}, {}, 2, 2, 2, 64, dt);
     pk1.packed = true;
     cs.push_back(pk1);
-    // More 128-row tiles than SMs: persistent CTAs (EFFATTN_SM90_PERSIST=0: one CTA per tile),
+    // More 128-row tiles than SMs: persistent CTAs with EFFATTN_SM90_PERSIST=1 (else one per tile),
     // the K/V ring and its phases carried across tiles of different heads and batches.
     cs.push_back(mk("1d L2500 K129 GQA H4 Hkv2 (persistent)", 1, {2500}, {129}, {}, {}, {}, 2, 4, 2, 128, dt));
     cs.push_back(mk("1d L5000 K65 H4 (persistent)", 1, {5000}, {65}, {}, {}, {}, 2, 4, 4, 128, dt));
@@ -602,18 +603,15 @@ int main(int argc, char** argv) {
   CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
   std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
   {
-    // Hopper forward, 1D without dilation, D 64 / 128: TMA producer and persistent CTAs
-    // unless EFFATTN_SM90_TMA=0 / EFFATTN_SM90_PERSIST=0.
-    const char* tma = std::getenv("EFFATTN_SM90_TMA");
-    const char* per = std::getenv("EFFATTN_SM90_PERSIST");
-    const bool tma_on = !(tma != nullptr && !std::strcmp(tma, "0"));
-    const bool per_on = tma_on && !(per != nullptr && !std::strcmp(per, "0"));
+    // Hopper forward, 1D without dilation, D 64 / 128: TMA producer unless EFFATTN_SM90_TMA=0,
+    // persistent CTAs with EFFATTN_SM90_PERSIST=1.
+    const bool tma_on = effattn::cuda::sm90_tma_enabled();
+    const bool per_on = tma_on && effattn::cuda::sm90_persist_enabled();
     std::printf("SM90 forward 1D producer: %s%s\n", tma_on ? "tma" : "cp.async", per_on ? " + persistent" : "");
   }
   {
     // Hopper head dims 64 / 128: fused dK/dV/dQ backward unless EFFATTN_SM90_BWD=split.
-    const char* bwd = std::getenv("EFFATTN_SM90_BWD");
-    std::printf("SM90 backward path: %s\n", bwd != nullptr && !std::strcmp(bwd, "split") ? "split" : "fused");
+    std::printf("SM90 backward path: %s\n", effattn::cuda::sm90_bwd_fused() ? "fused" : "split");
   }
   if (do_bench) return bench(filter, fwd_only);
 
