@@ -8,6 +8,7 @@ Environment:
 """
 import glob
 import os
+import subprocess
 import sys
 
 from setuptools import find_packages, setup
@@ -75,15 +76,30 @@ else:
     extension = cpp_extension.CppExtension
     extra = {"cxx": cxx_flags}
 
+def compilers_have_shared_libstdcxx():
+    """Whether every compiler the build may link with (CXX, CC, c++) finds a shared libstdc++."""
+    for compiler in dict.fromkeys(filter(None, (os.environ.get("CXX"), os.environ.get("CC"), "c++"))):
+        try:
+            found = subprocess.run([compiler, "-print-file-name=libstdc++.so"],
+                                   capture_output=True, text=True, timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue  # not there: not the one linking
+        if not (os.path.isabs(found) and os.path.exists(found)):
+            return False
+    return True
+
+
 def shared_libstdcxx():
-    """Link the system's shared libstdc++ (the one torch's libraries load) by file name. A
-    toolchain that ships only a static libstdc++ (the GPU machine's /opt/gcc) otherwise puts a
-    private copy into _C.so, and with -Bsymbolic-functions our code used it: formatting an error
-    message with a number then crashed (found with scripts/cpp_error_probe.py)."""
+    """Libraries / directories that make _C.so use the system's shared libstdc++ (the one torch's
+    libraries load) when the compiler has only a static one (the GPU machine's /opt/gcc). There,
+    a private copy went into _C.so and, with -Bsymbolic-functions, our code used it: formatting
+    an error message with a number crashed (found with scripts/cpp_error_probe.py)."""
+    if compilers_have_shared_libstdcxx():
+        return [], []
     for libdir in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"):
         if os.path.exists(os.path.join(libdir, "libstdc++.so.6")):
             return [":libstdc++.so.6"], [libdir]
-    return ["stdc++"], []
+    return [], []
 
 
 STDCXX_LIBS, STDCXX_DIRS = shared_libstdcxx()
