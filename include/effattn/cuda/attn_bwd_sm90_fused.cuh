@@ -104,51 +104,11 @@ __global__ void __launch_bounds__(256, 2)
   sm90_init_pipeline(bar_kv, 128, bar_full, 128, bar_empty, 4 /* one per consumer warp */, S);
 
   if (tid < 128) {
-    // ---------------- producer (as in attn_bwd_kv_sm90_kernel) ----------------
+    // ---------------- producer (shared with attn_bwd_kv_sm90_kernel) ----------------
     sm90::regs_dealloc<Cfg::kProducerRegs>();
-    const int warp = tid / 32, lane = tid % 32;
-    sm90_load_row_pair<D, R>(
-        sK, static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head, args.sk, sV,
-        static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head, args.sv,
-        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt, r, c); }, warp, lane);
-    sm90::mbar_arrive_cp_async(bar_kv);
-    for (int it = 0; it < total; ++it) {
-      const int st = it % S;
-      if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
-      const int hq = kvh * args.kv_group + it / qr.count;
-      typename Policy::QTile qt;
-      const bool any = policy.q_tile(qr, it % qr.count, qt);
-      const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
-      const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
-      if (tid < R) {
-        // Padding rows: Q, dO, lse, delta all zero -> dS = 0 (and their dQ row is skipped).
-        float* lse = reinterpret_cast<float*>(rows_of(st));
-        float* dlt = lse + R;
-        int64_t c[3];
-        const bool valid = any && policy.q_coord(qt, tid, c);
-        cp_async_4(smem_u32(lse + tid),
-                   valid ? args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)
-                         : args.lse,
-                   valid);
-        cp_async_4(smem_u32(dlt + tid),
-                   valid ? args.delta + b * args.sdelta.batch + hq * args.sdelta.head +
-                               token_offset(args.sdelta, c)
-                         : args.delta,
-                   valid);
-      }
-      int64_t oq = -1, odo = -1;
-      if (any && lane < R / 4) {
-        int64_t c[3];
-        if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
-          oq = token_offset(args.sq, c);
-          odo = token_offset(args.sdo, c);
-        }
-      }
-      sm90_load_rows<D, R>(base + Cfg::kOffQ + st * Cfg::kTile, q_base, oq, warp, lane);
-      sm90_load_rows<D, R>(base + Cfg::kOffDO + st * Cfg::kTile, do_base, odo, warp, lane);
-      sm90::mbar_arrive_cp_async(bar_full + 8 * st);
-    }
-    cp_async_wait<0>();
+    sm90_bwd_kv_producer<T, D, R, S>(args, policy, kt, qr, b, kvh, total, sK, sV, base + Cfg::kOffQ,
+                                     base + Cfg::kOffDO, Cfg::kTile, smem + Cfg::kOffRows,
+                                     Cfg::kRowBytes, bar_kv, bar_full, bar_empty, tid);
     return;
   }
 
@@ -216,41 +176,13 @@ __global__ void __launch_bounds__(256, 2)
     const uint64_t* msk = msk_all + (it % 2) * R;
 
     float s[32], dp[32];
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(s, sm90_kstep_desc<R>(sK, kk), sm90_kstep_desc<R>(sQ, kk), kk > 0);
-    sm90::wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(dp, sm90_kstep_desc<R>(sV, kk), sm90_kstep_desc<R>(sDO, kk), kk > 0);
-    sm90::wgmma_commit();
+    sm90_bwd_issue_s_dp<T, D, R>(s, dp, sK, sQ, sV, sDO);
     sm90::wgmma_wait<1>();
     sm90::fence_regs(s);
-    // P^T (keys x queries): column n * 8 + 2 qid + e of this thread's rows kr0, kr0 + 8.
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e2 = 0; e2 < 2; ++e2) {
-        const int col = n * 8 + qid * 2 + e2;
-        const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
-        const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
-        const uint64_t m = mask_cur ? msk[col] >> kr0 : ~0ull;
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          float& x = s[4 * n + 2 * rr + e2];
-          x = (kvalid[rr] && ((m >> (8 * rr)) & 1ull)) ? fast_exp2(x * args.scale_log2 - l2) : 0.f;
-        }
-      }
+    sm90_bwd_probs(s, lse, msk, mask_cur, kvalid, kr0, qid, args.scale_log2);
     sm90::wgmma_wait<0>();
     sm90::fence_regs(dp);
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + qid * 2 + (e & 1);
-        dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - dlt[col]);
-      }
+    sm90_bwd_dscores(dp, s, dlt, qid);
     uint32_t pf[4][4];
     sm90_pack_a<T>(s, pf);
     {
@@ -333,24 +265,7 @@ __global__ void __launch_bounds__(256, 2)
     mask_cur = mask_next;
   }
 
-  // Epilogue: dK = scale * acc_dk, dV = acc_dv.
-  using Tr = ElemTraits<T>;
-  T* dk_base = static_cast<T*>(args.dk) + b * args.sdk.batch + kvh * args.sdk.head;
-  T* dv_base = static_cast<T*>(args.dv) + b * args.sdv.batch + kvh * args.sdv.head;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    int64_t c[3];
-    if (!policy.k_coord(kt, kr0 + rr * 8, c)) continue;
-    T* dkrow = dk_base + token_offset(args.sdk, c);
-    T* dvrow = dv_base + token_offset(args.sdv, c);
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      *reinterpret_cast<uint32_t*>(dkrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dk[4 * n + 2 * rr] * args.scale, acc_dk[4 * n + 2 * rr + 1] * args.scale);
-      *reinterpret_cast<uint32_t*>(dvrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dv[4 * n + 2 * rr], acc_dv[4 * n + 2 * rr + 1]);
-    }
-  }
+  sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
 #else
   __trap();
 #endif
