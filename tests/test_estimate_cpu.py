@@ -83,7 +83,7 @@ def test_zero_threshold_keeps_every_visible_block_and_equals_dense(llm):
     dense = torch.nn.functional.scaled_dot_product_attention(
         q.transpose(1, 2), k.transpose(1, 2).repeat_interleave(2, 1),
         v.transpose(1, 2).repeat_interleave(2, 1), is_causal=True).transpose(1, 2)
-    assert (out - dense).abs().max() < 1e-5
+    assert (out - dense).abs().max() < 5e-5  # fp32, logits up to ~25
 
 
 def test_sparse_prefill_is_close_to_dense_and_calibration_meets_the_target(llm):
