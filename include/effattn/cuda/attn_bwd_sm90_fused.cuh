@@ -72,6 +72,139 @@ struct Sm90BwdFusedConfig {
   static constexpr int kConsumerRegs = 256 - kProducerRegs;
 };
 
+// ---- pieces shared by the 64-key and the 128-key fused kernels ----------------------------
+
+// Producer warpgroup: query tile `it` of the CTA's walk (query head kvh * G + it / qr.count)
+// into one stage: Q and dO rows (tiles sQ, sDO) and lse, delta (threads < R, `rows`).
+// Padding rows: Q, dO, lse, delta all zero -> dS = 0 (and their dQ row is skipped).
+// (The 64-key kernel keeps its inline copy of this loop body: calling the function there let
+// the compiler hoist the row offsets and raised the D = 128 producer's spills from 88 to 104
+// bytes.)
+template <typename T, int D, int R, class Policy>
+__device__ __forceinline__ void sm90_bwd_load_q_stage(const BwdArgs& args, const Policy& policy,
+                                                      const typename Policy::QRange& qr, int64_t b, int kvh,
+                                                      int it, uint32_t sQ, uint32_t sDO, unsigned char* rows,
+                                                      int tid, int warp, int lane) {
+  const int hq = kvh * args.kv_group + it / qr.count;
+  typename Policy::QTile qt;
+  const bool any = policy.q_tile(qr, it % qr.count, qt);
+  const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
+  const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
+  if (tid < R) {
+    float* lse = reinterpret_cast<float*>(rows);
+    float* dlt = lse + R;
+    int64_t c[3];
+    const bool valid = any && policy.q_coord(qt, tid, c);
+    cp_async_4(smem_u32(lse + tid),
+               valid ? args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)
+                     : args.lse,
+               valid);
+    cp_async_4(smem_u32(dlt + tid),
+               valid ? args.delta + b * args.sdelta.batch + hq * args.sdelta.head + token_offset(args.sdelta, c)
+                     : args.delta,
+               valid);
+  }
+  int64_t oq = -1, odo = -1;
+  if (any && lane < R / 4) {
+    int64_t c[3];
+    if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
+      oq = token_offset(args.sq, c);
+      odo = token_offset(args.sdo, c);
+    }
+  }
+  sm90_load_rows<D, R>(sQ, q_base, oq, warp, lane);
+  sm90_load_rows<D, R>(sDO, do_base, odo, warp, lane);
+}
+
+// S^T (64 keys x 64 queries, wgmma layout: s[4 n + 2 rr + e] = key kr0 + 8 rr, query
+// n * 8 + 2 qid + e) -> P^T in place. Masked out (mask_on: bit kr0 + 8 rr of msk[query]
+// clear), keys past the sequence and fully masked rows (lse = -inf) give P = 0.
+__device__ __forceinline__ void sm90_bwd_probs(float (&s)[32], const float* lse, bool mask_on, const uint64_t* msk,
+                                               int kr0, int qid, const bool (&kvalid)[2], float scale_log2) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {
+      const int col = n * 8 + qid * 2 + e2;
+      const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
+      const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
+      const uint64_t m = mask_on ? msk[col] >> kr0 : ~0ull;
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float& x = s[4 * n + 2 * rr + e2];
+        x = (kvalid[rr] && ((m >> (8 * rr)) & 1ull)) ? fast_exp2(x * scale_log2 - l2) : 0.f;
+      }
+    }
+}
+
+// dP^T -> dS^T = P^T (dP^T - delta[query]) in place (same layout).
+__device__ __forceinline__ void sm90_bwd_dscores(float (&dp)[32], const float (&p)[32], const float* dlt, int qid) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = n * 8 + qid * 2 + (e & 1);
+      dp[4 * n + e] = p[4 * n + e] * (dp[4 * n + e] - dlt[col]);
+    }
+}
+
+// dS^T (16-bit) into the [64 keys][64 queries] swizzled panel at sDS (this thread's rows
+// kr0, kr0 + 8), then made visible to the async proxy (a barrier must follow).
+template <typename T>
+__device__ __forceinline__ void sm90_bwd_store_ds(const float (&ds)[32], uint32_t sDS, int kr0, int qid) {
+  using Tr = ElemTraits<T>;
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const uint32_t v = Tr::pack(ds[4 * n + 2 * rr], ds[4 * n + 2 * rr + 1]);
+      const uint32_t addr = sDS + sm90::panel_offset<64>(kr0 + rr * 8, n) + qid * 4;
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+    }
+  sm90::fence_proxy_async_smem();
+}
+
+// A 64 x 64 dQ block (dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column col0 + n * 8 + 2 qid
+// + e) added into the fp32 accumulator; o0 / o1: the rows' accumulator offsets (< 0: padding
+// row or head, nothing added).
+__device__ __forceinline__ void sm90_bwd_red_dq(float* dq_acc, const float (&dq)[32], int64_t o0, int64_t o1,
+                                                int col0, int qid) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t o = rr == 0 ? o0 : o1;
+    if (o < 0) continue;
+    float* row = dq_acc + o + col0 + qid * 2;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
+  }
+}
+
+// Epilogue of a consumer warpgroup: dK = scale * acc_dk, dV = acc_dv for its keys kr0,
+// kr0 + 8 of key tile kt (keys past the sequence are not written).
+template <typename T, int D, class Policy>
+__device__ __forceinline__ void sm90_bwd_store_dkdv(const BwdArgs& args, const Policy& policy,
+                                                    const typename Policy::KTile& kt, int64_t b, int kvh, int kr0,
+                                                    int qid, const float (&acc_dk)[D / 2],
+                                                    const float (&acc_dv)[D / 2]) {
+  using Tr = ElemTraits<T>;
+  T* dk_base = static_cast<T*>(args.dk) + b * args.sdk.batch + kvh * args.sdk.head;
+  T* dv_base = static_cast<T*>(args.dv) + b * args.sdv.batch + kvh * args.sdv.head;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    int64_t c[3];
+    if (!policy.k_coord(kt, kr0 + rr * 8, c)) continue;
+    T* dkrow = dk_base + token_offset(args.sdk, c);
+    T* dvrow = dv_base + token_offset(args.sdv, c);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      *reinterpret_cast<uint32_t*>(dkrow + n * 8 + qid * 2) =
+          Tr::pack(acc_dk[4 * n + 2 * rr] * args.scale, acc_dk[4 * n + 2 * rr + 1] * args.scale);
+      *reinterpret_cast<uint32_t*>(dvrow + n * 8 + qid * 2) =
+          Tr::pack(acc_dv[4 * n + 2 * rr], acc_dv[4 * n + 2 * rr + 1]);
+    }
+  }
+}
+
 template <typename T, int D, class Policy>
 __global__ void __launch_bounds__(256, 2)
     attn_bwd_fused_sm90_kernel(const BwdFusedArgs args, const Policy policy) {
@@ -200,11 +333,6 @@ __global__ void __launch_bounds__(256, 2)
   bool mask_cur = prepare(0);
   consumer_sync();
 
-  // This thread's 4-byte slot of dS^T row (key) kr0 + 8 rr, 16-byte chunk (8 queries) n.
-  auto ds_addr = [&](int rr, int n) {
-    return sDS + sm90::panel_offset<R>(kr0 + rr * 8, n) + qid * 4;
-  };
-
   sm90::mbar_wait(bar_kv, 0);
   for (int it = 0; it < total; ++it) {
     const int st = it % S;
@@ -227,45 +355,15 @@ __global__ void __launch_bounds__(256, 2)
     sm90::wgmma_commit();
     sm90::wgmma_wait<1>();
     sm90::fence_regs(s);
-    // P^T (keys x queries): column n * 8 + 2 qid + e of this thread's rows kr0, kr0 + 8.
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e2 = 0; e2 < 2; ++e2) {
-        const int col = n * 8 + qid * 2 + e2;
-        const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
-        const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
-        const uint64_t m = mask_cur ? msk[col] >> kr0 : ~0ull;
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          float& x = s[4 * n + 2 * rr + e2];
-          x = (kvalid[rr] && ((m >> (8 * rr)) & 1ull)) ? fast_exp2(x * args.scale_log2 - l2) : 0.f;
-        }
-      }
+    sm90_bwd_probs(s, lse, mask_cur, msk, kr0, qid, kvalid, args.scale_log2);
     sm90::wgmma_wait<0>();
     sm90::fence_regs(dp);
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + qid * 2 + (e & 1);
-        dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - dlt[col]);
-      }
+    sm90_bwd_dscores(dp, s, dlt, qid);
     uint32_t pf[4][4];
     sm90_pack_a<T>(s, pf);
-    {
-      // dS^T to shared memory (the previous tile's readers finished before the last
-      // consumer_sync), then make it visible to the async proxy.
-      using Tr = ElemTraits<T>;
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          const uint32_t v = Tr::pack(dp[4 * n + 2 * rr], dp[4 * n + 2 * rr + 1]);
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(ds_addr(rr, n)), "r"(v) : "memory");
-        }
-      sm90::fence_proxy_async_smem();
-    }
+    // dS^T to shared memory (the previous tile's readers finished before the last
+    // consumer_sync).
+    sm90_bwd_store_ds<T>(dp, sDS, kr0, qid);
     consumer_sync();  // every warp's dS^T rows are in place
 
     float dq[32];
@@ -291,18 +389,7 @@ __global__ void __launch_bounds__(256, 2)
 
     const int64_t* dqo = dqo_all + (it % 2) * R;
     const int64_t o0 = dqo[qr0], o1 = dqo[qr0 + 8];
-    // dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column h * 64 + n * 8 + 2 qid + e. Padding
-    // rows (o < 0) add nothing.
-    auto add_half = [&](int h) {
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        const int64_t o = rr == 0 ? o0 : o1;
-        if (o < 0) continue;
-        float* row = args.dq_acc + o + h * 64 + qid * 2;
-#pragma unroll
-        for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
-      }
-    };
+    auto add_half = [&](int h) { sm90_bwd_red_dq(args.dq_acc, dq, o0, o1, h * 64, qid); };
     sm90::wgmma_wait<1>();
     sm90::fence_regs(dq);
     add_half(0);
@@ -333,24 +420,7 @@ __global__ void __launch_bounds__(256, 2)
     mask_cur = mask_next;
   }
 
-  // Epilogue: dK = scale * acc_dk, dV = acc_dv.
-  using Tr = ElemTraits<T>;
-  T* dk_base = static_cast<T*>(args.dk) + b * args.sdk.batch + kvh * args.sdk.head;
-  T* dv_base = static_cast<T*>(args.dv) + b * args.sdv.batch + kvh * args.sdv.head;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    int64_t c[3];
-    if (!policy.k_coord(kt, kr0 + rr * 8, c)) continue;
-    T* dkrow = dk_base + token_offset(args.sdk, c);
-    T* dvrow = dv_base + token_offset(args.sdv, c);
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      *reinterpret_cast<uint32_t*>(dkrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dk[4 * n + 2 * rr] * args.scale, acc_dk[4 * n + 2 * rr + 1] * args.scale);
-      *reinterpret_cast<uint32_t*>(dvrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dv[4 * n + 2 * rr], acc_dv[4 * n + 2 * rr + 1]);
-    }
-  }
+  sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
 #else
   __trap();
 #endif
