@@ -59,7 +59,8 @@ for stage in $STAGES; do
       EFFATTN_FORCE_SM80=1 timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?
       cat st.log >> "$LOG"
       note "selftest na (SM80 core) rc=$rc: $(tail -1 st.log)"
-      section "selftest na, EFFATTN_SM90_BWD=split"; EFFATTN_SM90_BWD=split timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (split SM90 bwd) rc=$rc: $(tail -1 st.log)" ;;
+      section "selftest na, EFFATTN_SM90_BWD=split"; EFFATTN_SM90_BWD=split timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (split SM90 bwd) rc=$rc: $(tail -1 st.log)"
+      section "selftest na, EFFATTN_SM90_BWD=fused128"; EFFATTN_SM90_BWD=fused128 timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (128-key fused SM90 bwd) rc=$rc: $(tail -1 st.log)" ;;
     selfbench)
       for t in ${SELFBENCH:-na}; do
         section "selfbench $t"
