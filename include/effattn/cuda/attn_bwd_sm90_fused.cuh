@@ -546,7 +546,10 @@ __global__ void __launch_bounds__(384, 1)
 
   // ---------------- consumers: warpgroup `half` owns keys [64 half, 64 half + 64) ----------
   sm90::regs_alloc<Cfg::kConsumerRegs>();
-  const int half = (tid - 128) / 128;
+  // Warp-uniform through the shuffle (as CUTLASS's canonical_warp_group_idx), so that the
+  // shared-memory descriptors built from it stay in uniform registers: computed from tid,
+  // ptxas kept 16 loop-invariant descriptor words in vector registers and spilled some.
+  const int half = __shfl_sync(0xffffffffu, (tid - 128) / 128, 0);
   const int wtid = (tid - 128) % 128;
   const int warp = wtid / 32;
   const int lane = wtid % 32;
