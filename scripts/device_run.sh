@@ -7,6 +7,7 @@
 #   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench models examples crashtrace sanitize
 #   BENCH_GROUPS="na bs lightning"           one bench process per group (each with its timeout)
 #   PYTEST_FILES="tests/cuda/test_x.py ..."  a subset of the CUDA pytest files
+#   PYTEST_FUSED128=0                        skip the block-sparse pytest with EFFATTN_SM90_BWD=fused128
 #   BENCH_ARGS="--quick"                     extra `python -m effattn bench` arguments
 #   MODEL_GROUPS="nat lm"                    benchmarks/bench_models.py runs of the models stage
 # Wheels in .whl/ (e.g. fla-core for the lightning peer) are installed to /tmp/site first.
@@ -76,7 +77,15 @@ for stage in $STAGES; do
         timeout 120 python3 -m pytest "$f" -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
         cat pt.log >> "$LOG"
         note "pytest $(basename "$f") rc=$rc: $(tail -1 pt.log)"
-      done ;;
+      done
+      # The 128-key fused backward on block-sparse (block_k = 128, head dim 128 cases);
+      # PYTEST_FUSED128=0 skips it.
+      if [ "${PYTEST_FUSED128:-1}" = 1 ] && [ -f tests/cuda/test_block_sparse_cuda.py ]; then
+        section "pytest test_block_sparse_cuda.py, EFFATTN_SM90_BWD=fused128"
+        EFFATTN_SM90_BWD=fused128 timeout 120 python3 -m pytest tests/cuda/test_block_sparse_cuda.py -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
+        cat pt.log >> "$LOG"
+        note "pytest test_block_sparse_cuda.py (fused128) rc=$rc: $(tail -1 pt.log)"
+      fi ;;
     models)
       for m in ${MODEL_GROUPS:-nat lm}; do
         section "models $m"
