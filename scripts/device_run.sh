@@ -10,6 +10,8 @@
 #   PYTEST_FUSED128=0                        skip the block-sparse pytest with EFFATTN_SM90_BWD=fused128
 #   BENCH_ARGS="--quick"                     extra `python -m effattn bench` arguments
 #   MODEL_GROUPS="nat lm"                    benchmarks/bench_models.py runs of the models stage
+#   stage ncu:    NCU_KERNEL (regex), NCU_CMD (the program), NCU_SECTIONS; report text in $OUT/ncu.txt
+#   stage script: SCRIPT_CMD, any command (e.g. python3 scripts/profile_prefill.py), SCRIPT_TIMEOUT
 # Wheels in .whl/ (e.g. fla-core for the lightning peer) are installed to /tmp/site first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -114,6 +116,19 @@ for stage in $STAGES; do
       cat ct.log >> "$LOG"; note "cpp error probe rc=$rc"; cat ct.log
       timeout 60 bash scripts/segv_backtrace.sh python3 -c "$(python3 -c 'import sys; sys.path.insert(0, "scripts"); import cpp_error_probe as p; print(p.SETUP.format(dev="cuda") + p.ESTIMATE.format(block_q=32))')" > ct.log 2>&1
       cat ct.log >> "$LOG"; tail -45 ct.log ;;
+    ncu)
+      # Hardware counters of one launch (clocks left alone, per the device notes).
+      section "ncu $NCU_KERNEL"
+      secs=""; for s in ${NCU_SECTIONS:-SpeedOfLight ComputeWorkloadAnalysis MemoryWorkloadAnalysis WarpStateStats Occupancy}; do secs="$secs --section $s"; done
+      timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name "regex:$NCU_KERNEL" --launch-count 1 $secs \
+        $NCU_CMD > "$OUT/ncu.txt" 2>&1; rc=$?
+      grep -v "^==PROF==" "$OUT/ncu.txt" | tail -150 >> "$LOG"
+      note "ncu $NCU_KERNEL rc=$rc (report: ncu.txt)" ;;
+    script)
+      section "script $SCRIPT_CMD"
+      timeout ${SCRIPT_TIMEOUT:-240} bash -c "$SCRIPT_CMD" > sc.log 2>&1; rc=$?
+      cat sc.log >> "$LOG"; cat sc.log
+      note "script rc=$rc: $SCRIPT_CMD" ;;
     sanitize)
       section "memcheck"
       timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool memcheck build/cuda/na_cuda_selftest --filter "${SANITIZE_FILTER:-2d}" > ms.log 2>&1; rc=$?

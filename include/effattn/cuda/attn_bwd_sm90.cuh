@@ -84,6 +84,137 @@ __device__ __forceinline__ void sm90_pack_a(const float (&s)[32], uint32_t (&f)[
   }
 }
 
+// Consumer pieces shared by the key-tile-major backward kernels (dK/dV and fused). A thread of
+// the consumer warpgroup holds S^T / dP^T rows (keys) kr0 and kr0 + 8, columns (queries)
+// n * 8 + 2 qid + e: s[4 n + 2 rr + e].
+
+// Issues S^T = K Q^T and dP^T = V dO^T as two commit groups (SS, 64 keys x 64 queries).
+template <typename T, int D, int R>
+__device__ __forceinline__ void sm90_bwd_issue_s_dp(float (&s)[32], float (&dp)[32], uint32_t sK, uint32_t sQ,
+                                                    uint32_t sV, uint32_t sDO) {
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    sm90::wgmma_m64n64k16_ss<T, 0>(s, sm90_kstep_desc<R>(sK, kk), sm90_kstep_desc<R>(sQ, kk), kk > 0);
+  sm90::wgmma_commit();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    sm90::wgmma_m64n64k16_ss<T, 0>(dp, sm90_kstep_desc<R>(sV, kk), sm90_kstep_desc<R>(sDO, kk), kk > 0);
+  sm90::wgmma_commit();
+}
+
+// S^T -> P^T in place: exp2(S scale log2e - lse log2e) where the key is valid and, with masks,
+// in the query row's key mask (msk[col] bit = key); 0 elsewhere and for lse = -inf rows.
+__device__ __forceinline__ void sm90_bwd_probs(float (&s)[32], const float* lse, const uint64_t* msk,
+                                               bool masked, const bool (&kvalid)[2], int kr0, int qid,
+                                               float scale_log2) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int e2 = 0; e2 < 2; ++e2) {
+      const int col = n * 8 + qid * 2 + e2;
+      const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
+      const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
+      const uint64_t m = masked ? msk[col] >> kr0 : ~0ull;
+#pragma unroll
+      for (int rr = 0; rr < 2; ++rr) {
+        float& x = s[4 * n + 2 * rr + e2];
+        x = (kvalid[rr] && ((m >> (8 * rr)) & 1ull)) ? fast_exp2(x * scale_log2 - l2) : 0.f;
+      }
+    }
+}
+
+// dP^T -> dS^T in place: P^T (dP^T - delta of the query column).
+__device__ __forceinline__ void sm90_bwd_dscores(float (&dp)[32], const float (&p)[32], const float* dlt, int qid) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = n * 8 + qid * 2 + (e & 1);
+      dp[4 * n + e] = p[4 * n + e] * (dp[4 * n + e] - dlt[col]);
+    }
+}
+
+// Epilogue: dK = scale * acc_dk, dV = acc_dv for this thread's valid keys.
+template <typename T, int D, class Policy>
+__device__ __forceinline__ void sm90_bwd_store_dkdv(const BwdArgs& args, const Policy& policy,
+                                                    const typename Policy::KTile& kt, int64_t b, int kvh,
+                                                    int kr0, int qid, const float (&acc_dk)[D / 2],
+                                                    const float (&acc_dv)[D / 2]) {
+  using Tr = ElemTraits<T>;
+  T* dk_base = static_cast<T*>(args.dk) + b * args.sdk.batch + kvh * args.sdk.head;
+  T* dv_base = static_cast<T*>(args.dv) + b * args.sdv.batch + kvh * args.sdv.head;
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    int64_t c[3];
+    if (!policy.k_coord(kt, kr0 + rr * 8, c)) continue;
+    T* dkrow = dk_base + token_offset(args.sdk, c);
+    T* dvrow = dv_base + token_offset(args.sdv, c);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      *reinterpret_cast<uint32_t*>(dkrow + n * 8 + qid * 2) =
+          Tr::pack(acc_dk[4 * n + 2 * rr] * args.scale, acc_dk[4 * n + 2 * rr + 1] * args.scale);
+      *reinterpret_cast<uint32_t*>(dvrow + n * 8 + qid * 2) =
+          Tr::pack(acc_dv[4 * n + 2 * rr], acc_dv[4 * n + 2 * rr + 1]);
+    }
+  }
+}
+
+// Producer warpgroup of the key-tile-major backward kernels (dK/dV and fused): the CTA's K and V
+// rows once (completion on bar_kv), then per visited (query head, query tile) its Q and dO rows
+// and the rows' lse / delta into ring stage `it % S` (full / empty mbarriers).
+template <typename T, int D, int R, int S, class Policy>
+__device__ __forceinline__ void sm90_bwd_kv_producer(
+    const BwdArgs& args, const Policy& policy, const typename Policy::KTile& kt,
+    const typename Policy::QRange& qr, int64_t b, int kvh, int total, uint32_t sK, uint32_t sV,
+    uint32_t sQ, uint32_t sDO, int tile_bytes, unsigned char* rows, int row_bytes, uint32_t bar_kv,
+    uint32_t bar_full, uint32_t bar_empty, int tid) {
+  const int warp = tid / 32, lane = tid % 32;
+  sm90_load_row_pair<D, R>(
+      sK, static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head, args.sk, sV,
+      static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head, args.sv,
+      [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt, r, c); }, warp, lane);
+  sm90::mbar_arrive_cp_async(bar_kv);
+  for (int it = 0; it < total; ++it) {
+    const int st = it % S;
+    if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
+    const int hq = kvh * args.kv_group + it / qr.count;
+    typename Policy::QTile qt;
+    const bool any = policy.q_tile(qr, it % qr.count, qt);
+    const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
+    const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
+    if (tid < R) {
+      // lse and delta of query row tid. Padding rows are zero-filled: their Q and dO rows are
+      // zero too, so they add nothing to dK or dV (their key mask is empty, dS = 0).
+      float* lse = reinterpret_cast<float*>(rows + st * row_bytes);
+      float* dlt = lse + R;
+      int64_t c[3];
+      const bool valid = any && policy.q_coord(qt, tid, c);
+      cp_async_4(smem_u32(lse + tid),
+                 valid ? args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)
+                       : args.lse,
+                 valid);
+      cp_async_4(smem_u32(dlt + tid),
+                 valid ? args.delta + b * args.sdelta.batch + hq * args.sdelta.head +
+                             token_offset(args.sdelta, c)
+                       : args.delta,
+                 valid);
+    }
+    int64_t oq = -1, odo = -1;
+    if (any && lane < R / 4) {
+      int64_t c[3];
+      if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
+        oq = token_offset(args.sq, c);
+        odo = token_offset(args.sdo, c);
+      }
+    }
+    sm90_load_rows<D, R>(sQ + st * tile_bytes, q_base, oq, warp, lane);
+    sm90_load_rows<D, R>(sDO + st * tile_bytes, do_base, odo, warp, lane);
+    sm90::mbar_arrive_cp_async(bar_full + 8 * st);
+  }
+  cp_async_wait<0>();
+}
+
 template <typename T, int D, class Policy>
 __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs args, const Policy policy) {
 #ifdef EFFATTN_SM90_ENABLED
@@ -116,50 +247,9 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
   if (tid < 128) {
     // ---------------- producer ----------------
     sm90::regs_dealloc<Cfg::kKvProducerRegs>();
-    const int warp = tid / 32, lane = tid % 32;
-    sm90_load_row_pair<D, R>(
-        sK, static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head, args.sk, sV,
-        static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head, args.sv,
-        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt, r, c); }, warp, lane);
-    sm90::mbar_arrive_cp_async(bar_kv);
-    for (int it = 0; it < total; ++it) {
-      const int st = it % S;
-      if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
-      const int hq = kvh * args.kv_group + it / qr.count;
-      typename Policy::QTile qt;
-      const bool any = policy.q_tile(qr, it % qr.count, qt);
-      const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
-      const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
-      if (tid < R) {
-        // lse and delta of query row tid. Padding rows are zero-filled: their Q and dO rows
-        // are zero too, so they add nothing to dK or dV (and their key mask is empty).
-        float* lse = reinterpret_cast<float*>(rows_of(st));
-        float* dlt = lse + R;
-        int64_t c[3];
-        const bool valid = any && policy.q_coord(qt, tid, c);
-        cp_async_4(smem_u32(lse + tid),
-                   valid ? args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)
-                         : args.lse,
-                   valid);
-        cp_async_4(smem_u32(dlt + tid),
-                   valid ? args.delta + b * args.sdelta.batch + hq * args.sdelta.head +
-                               token_offset(args.sdelta, c)
-                         : args.delta,
-                   valid);
-      }
-      int64_t oq = -1, odo = -1;
-      if (any && lane < R / 4) {
-        int64_t c[3];
-        if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
-          oq = token_offset(args.sq, c);
-          odo = token_offset(args.sdo, c);
-        }
-      }
-      sm90_load_rows<D, R>(base + Cfg::kKvOffQ + st * Cfg::kTile, q_base, oq, warp, lane);
-      sm90_load_rows<D, R>(base + Cfg::kKvOffDO + st * Cfg::kTile, do_base, odo, warp, lane);
-      sm90::mbar_arrive_cp_async(bar_full + 8 * st);
-    }
-    cp_async_wait<0>();
+    sm90_bwd_kv_producer<T, D, R, S>(args, policy, kt, qr, b, kvh, total, sK, sV, base + Cfg::kKvOffQ,
+                                     base + Cfg::kKvOffDO, Cfg::kTile, smem + Cfg::kKvOffRows,
+                                     Cfg::kRowBytes, bar_kv, bar_full, bar_empty, tid);
     return;
   }
 
@@ -202,41 +292,14 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
     const uint64_t* msk = msk_all + (it % 2) * R;
 
     float s[32], dp[32];
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(s, sm90_kstep_desc<R>(sK, kk), sm90_kstep_desc<R>(sQ, kk), kk > 0);
-    sm90::wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(dp, sm90_kstep_desc<R>(sV, kk), sm90_kstep_desc<R>(sDO, kk), kk > 0);
-    sm90::wgmma_commit();
+    sm90_bwd_issue_s_dp<T, D, R>(s, dp, sK, sQ, sV, sDO);
     sm90::wgmma_wait<1>();
     sm90::fence_regs(s);
-    // P^T (keys x queries): column n * 8 + 2 qid + e of this thread's rows kr0, kr0 + 8.
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e2 = 0; e2 < 2; ++e2) {
-        const int col = n * 8 + qid * 2 + e2;
-        const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
-        const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
-        const uint64_t m = mask_cur ? msk[col] >> kr0 : ~0ull;
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          float& x = s[4 * n + 2 * rr + e2];
-          x = ((m >> (8 * rr)) & 1ull) ? fast_exp2(x * args.scale_log2 - l2) : 0.f;
-        }
-      }
+    const bool all_keys[2] = {true, true};  // keys past the sequence: zero rows, masked by the policy
+    sm90_bwd_probs(s, lse, msk, mask_cur, all_keys, kr0, qid, args.scale_log2);
     sm90::wgmma_wait<0>();
     sm90::fence_regs(dp);
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = n * 8 + qid * 2 + (e & 1);
-        dp[4 * n + e] = s[4 * n + e] * (dp[4 * n + e] - dlt[col]);
-      }
+    sm90_bwd_dscores(dp, s, dlt, qid);
     uint32_t pf[4][4], dsf[4][4];
     sm90_pack_a<T>(s, pf);
     sm90_pack_a<T>(dp, dsf);
@@ -264,24 +327,7 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
     mask_cur = mask_next;
   }
 
-  // Epilogue: dK = scale * acc_dk, dV = acc_dv.
-  using Tr = ElemTraits<T>;
-  T* dk_base = static_cast<T*>(args.dk) + b * args.sdk.batch + kvh * args.sdk.head;
-  T* dv_base = static_cast<T*>(args.dv) + b * args.sdv.batch + kvh * args.sdv.head;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    int64_t c[3];
-    if (!policy.k_coord(kt, kr0 + rr * 8, c)) continue;
-    T* dkrow = dk_base + token_offset(args.sdk, c);
-    T* dvrow = dv_base + token_offset(args.sdv, c);
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      *reinterpret_cast<uint32_t*>(dkrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dk[4 * n + 2 * rr] * args.scale, acc_dk[4 * n + 2 * rr + 1] * args.scale);
-      *reinterpret_cast<uint32_t*>(dvrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dv[4 * n + 2 * rr], acc_dv[4 * n + 2 * rr + 1]);
-    }
-  }
+  sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
 #else
   __trap();
 #endif

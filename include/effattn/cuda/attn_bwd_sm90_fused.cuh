@@ -73,14 +73,14 @@ struct Sm90BwdFusedConfig {
   static constexpr int kConsumerRegs = 256 - kProducerRegs;
 };
 
-// ---- pieces shared by the 64-key and the 128-key fused kernels ----------------------------
+// ---- pieces of the fused kernels (those shared with the dK/dV kernel: attn_bwd_sm90.cuh) ----
 
-// Producer warpgroup: query tile `it` of the CTA's walk (query head kvh * G + it / qr.count)
-// into one stage: Q and dO rows (tiles sQ, sDO) and lse, delta (threads < R, `rows`).
-// Padding rows: Q, dO, lse, delta all zero -> dS = 0 (and their dQ row is skipped).
-// (The 64-key kernel keeps its inline copy of this loop body: calling the function there let
-// the compiler hoist the row offsets and raised the D = 128 producer's spills from 88 to 104
-// bytes.)
+// Producer warpgroup of the 128-key kernel: query tile `it` of the CTA's walk (query head
+// kvh * G + it / qr.count) into one stage: Q and dO rows (tiles sQ, sDO) and lse, delta
+// (threads < R, `rows`). Padding rows: Q, dO, lse, delta all zero -> dS = 0 (and their dQ row
+// is skipped). Same body as sm90_bwd_kv_producer's loop, which keeps its inline copy: calling
+// this there let the compiler hoist the row offsets and raised the D = 128 producer's spills
+// (split and 64-key fused) from 88 to 104 bytes.
 template <typename T, int D, int R, class Policy>
 __device__ __forceinline__ void sm90_bwd_load_q_stage(const BwdArgs& args, const Policy& policy,
                                                       const typename Policy::QRange& qr, int64_t b, int kvh,
@@ -117,38 +117,6 @@ __device__ __forceinline__ void sm90_bwd_load_q_stage(const BwdArgs& args, const
   sm90_load_rows<D, R>(sDO, do_base, odo, warp, lane);
 }
 
-// S^T (64 keys x 64 queries, wgmma layout: s[4 n + 2 rr + e] = key kr0 + 8 rr, query
-// n * 8 + 2 qid + e) -> P^T in place. Masked out (mask_on: bit kr0 + 8 rr of msk[query]
-// clear), keys past the sequence and fully masked rows (lse = -inf) give P = 0.
-__device__ __forceinline__ void sm90_bwd_probs(float (&s)[32], const float* lse, bool mask_on, const uint64_t* msk,
-                                               int kr0, int qid, const bool (&kvalid)[2], float scale_log2) {
-#pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int e2 = 0; e2 < 2; ++e2) {
-      const int col = n * 8 + qid * 2 + e2;
-      const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
-      const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
-      const uint64_t m = mask_on ? msk[col] >> kr0 : ~0ull;
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        float& x = s[4 * n + 2 * rr + e2];
-        x = (kvalid[rr] && ((m >> (8 * rr)) & 1ull)) ? fast_exp2(x * scale_log2 - l2) : 0.f;
-      }
-    }
-}
-
-// dP^T -> dS^T = P^T (dP^T - delta[query]) in place (same layout).
-__device__ __forceinline__ void sm90_bwd_dscores(float (&dp)[32], const float (&p)[32], const float* dlt, int qid) {
-#pragma unroll
-  for (int n = 0; n < 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int col = n * 8 + qid * 2 + (e & 1);
-      dp[4 * n + e] = p[4 * n + e] * (dp[4 * n + e] - dlt[col]);
-    }
-}
-
 // dS^T (16-bit) into the [64 keys][64 queries] swizzled panel at sDS (this thread's rows
 // kr0, kr0 + 8), then made visible to the async proxy (a barrier must follow).
 template <typename T>
@@ -177,32 +145,6 @@ __device__ __forceinline__ void sm90_bwd_red_dq(float* dq_acc, const float (&dq)
     float* row = dq_acc + o + col0 + qid * 2;
 #pragma unroll
     for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
-  }
-}
-
-// Epilogue of a consumer warpgroup: dK = scale * acc_dk, dV = acc_dv for its keys kr0,
-// kr0 + 8 of key tile kt (keys past the sequence are not written).
-template <typename T, int D, class Policy>
-__device__ __forceinline__ void sm90_bwd_store_dkdv(const BwdArgs& args, const Policy& policy,
-                                                    const typename Policy::KTile& kt, int64_t b, int kvh, int kr0,
-                                                    int qid, const float (&acc_dk)[D / 2],
-                                                    const float (&acc_dv)[D / 2]) {
-  using Tr = ElemTraits<T>;
-  T* dk_base = static_cast<T*>(args.dk) + b * args.sdk.batch + kvh * args.sdk.head;
-  T* dv_base = static_cast<T*>(args.dv) + b * args.sdv.batch + kvh * args.sdv.head;
-#pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    int64_t c[3];
-    if (!policy.k_coord(kt, kr0 + rr * 8, c)) continue;
-    T* dkrow = dk_base + token_offset(args.sdk, c);
-    T* dvrow = dv_base + token_offset(args.sdv, c);
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      *reinterpret_cast<uint32_t*>(dkrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dk[4 * n + 2 * rr] * args.scale, acc_dk[4 * n + 2 * rr + 1] * args.scale);
-      *reinterpret_cast<uint32_t*>(dvrow + n * 8 + qid * 2) =
-          Tr::pack(acc_dv[4 * n + 2 * rr], acc_dv[4 * n + 2 * rr + 1]);
-    }
   }
 }
 
@@ -238,51 +180,11 @@ __global__ void __launch_bounds__(256, 2)
   sm90_init_pipeline(bar_kv, 128, bar_full, 128, bar_empty, 4 /* one per consumer warp */, S);
 
   if (tid < 128) {
-    // ---------------- producer (as in attn_bwd_kv_sm90_kernel) ----------------
+    // ---------------- producer (shared with attn_bwd_kv_sm90_kernel) ----------------
     sm90::regs_dealloc<Cfg::kProducerRegs>();
-    const int warp = tid / 32, lane = tid % 32;
-    sm90_load_row_pair<D, R>(
-        sK, static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head, args.sk, sV,
-        static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head, args.sv,
-        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt, r, c); }, warp, lane);
-    sm90::mbar_arrive_cp_async(bar_kv);
-    for (int it = 0; it < total; ++it) {
-      const int st = it % S;
-      if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
-      const int hq = kvh * args.kv_group + it / qr.count;
-      typename Policy::QTile qt;
-      const bool any = policy.q_tile(qr, it % qr.count, qt);
-      const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
-      const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
-      if (tid < R) {
-        // Padding rows: Q, dO, lse, delta all zero -> dS = 0 (and their dQ row is skipped).
-        float* lse = reinterpret_cast<float*>(rows_of(st));
-        float* dlt = lse + R;
-        int64_t c[3];
-        const bool valid = any && policy.q_coord(qt, tid, c);
-        cp_async_4(smem_u32(lse + tid),
-                   valid ? args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)
-                         : args.lse,
-                   valid);
-        cp_async_4(smem_u32(dlt + tid),
-                   valid ? args.delta + b * args.sdelta.batch + hq * args.sdelta.head +
-                               token_offset(args.sdelta, c)
-                         : args.delta,
-                   valid);
-      }
-      int64_t oq = -1, odo = -1;
-      if (any && lane < R / 4) {
-        int64_t c[3];
-        if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
-          oq = token_offset(args.sq, c);
-          odo = token_offset(args.sdo, c);
-        }
-      }
-      sm90_load_rows<D, R>(base + Cfg::kOffQ + st * Cfg::kTile, q_base, oq, warp, lane);
-      sm90_load_rows<D, R>(base + Cfg::kOffDO + st * Cfg::kTile, do_base, odo, warp, lane);
-      sm90::mbar_arrive_cp_async(bar_full + 8 * st);
-    }
-    cp_async_wait<0>();
+    sm90_bwd_kv_producer<T, D, R, S>(args, policy, kt, qr, b, kvh, total, sK, sV, base + Cfg::kOffQ,
+                                     base + Cfg::kOffDO, Cfg::kTile, smem + Cfg::kOffRows,
+                                     Cfg::kRowBytes, bar_kv, bar_full, bar_empty, tid);
     return;
   }
 
@@ -345,18 +247,10 @@ __global__ void __launch_bounds__(256, 2)
     const uint64_t* msk = msk_all + (it % 2) * R;
 
     float s[32], dp[32];
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(s, sm90_kstep_desc<R>(sK, kk), sm90_kstep_desc<R>(sQ, kk), kk > 0);
-    sm90::wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(dp, sm90_kstep_desc<R>(sV, kk), sm90_kstep_desc<R>(sDO, kk), kk > 0);
-    sm90::wgmma_commit();
+    sm90_bwd_issue_s_dp<T, D, R>(s, dp, sK, sQ, sV, sDO);
     sm90::wgmma_wait<1>();
     sm90::fence_regs(s);
-    sm90_bwd_probs(s, lse, mask_cur, msk, kr0, qid, kvalid, args.scale_log2);
+    sm90_bwd_probs(s, lse, msk, mask_cur, kvalid, kr0, qid, args.scale_log2);
     sm90::wgmma_wait<0>();
     sm90::fence_regs(dp);
     sm90_bwd_dscores(dp, s, dlt, qid);
@@ -615,18 +509,10 @@ __global__ void __launch_bounds__(384, 1)
     const int slot = it % kSlots;
 
     float s[32], dp[32];
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(s, sm90_kstep_desc<R>(sKh, kk), sm90_kstep_desc<R>(sQ, kk), kk > 0);
-    sm90::wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      sm90::wgmma_m64n64k16_ss<T, 0>(dp, sm90_kstep_desc<R>(sVh, kk), sm90_kstep_desc<R>(sDO, kk), kk > 0);
-    sm90::wgmma_commit();
+    sm90_bwd_issue_s_dp<T, D, R>(s, dp, sKh, sQ, sVh, sDO);
     sm90::wgmma_wait<1>();
     sm90::fence_regs(s);
-    sm90_bwd_probs(s, lse, mask_cur, msk_all + slot * R, kr0, qid, kvalid, args.scale_log2);
+    sm90_bwd_probs(s, lse, msk_all + slot * R, mask_cur, kvalid, kr0, qid, args.scale_log2);
     sm90::wgmma_wait<0>();
     sm90::fence_regs(dp);
     sm90_bwd_dscores(dp, s, dlt, qid);
