@@ -430,7 +430,13 @@ std::vector<Case> all_cases() {
     cs.push_back(mk("1d L2500 K129 GQA H4 Hkv2 (persistent)", 1, {2500}, {129}, {}, {}, {}, 2, 4, 2, 128, dt));
     cs.push_back(mk("1d L5000 K65 H4 (persistent)", 1, {5000}, {65}, {}, {}, {}, 2, 4, 4, 128, dt));
     cs.push_back(mk("1d L8192 K7 H16 (persistent, ~16 tiles per CTA)", 1, {8192}, {7}, {}, {}, {}, 2, 16, 16, 64, dt));
+    // D = 128, pairs of key tiles (EFFATTN_SM90_BWD=fused128): odd key-tile counts per
+    // dilation group (the last pair's second tile is empty), key tiles whose query ranges
+    // differ (query tiles visited by one half only).
+    cs.push_back(mk("1d L330 K45 d2 (odd key tiles per group)", 1, {330}, {45}, {2}, {}, {}, 2, 2, 2, 128, dt));
+    cs.push_back(mk("1d L200 K9 causal (pairs: one-half query tiles)", 1, {200}, {9}, {}, {}, {1}, 1, 2, 1, 128, dt));
     // 2D
+    cs.push_back(mk("2d 45x37 K11x9 d1x2 (pairs on the last axis)", 2, {45, 37}, {11, 9}, {1, 2}, {}, {}, 1, 2, 2, 128, dt));
     cs.push_back(mk("2d 13x17 K5x7", 2, {13, 17}, {5, 7}, {}, {}, {}, 2, 2, 2, 32, dt));
     cs.push_back(mk("2d 13x17 K13x17 == input", 2, {13, 17}, {13, 17}, {}, {}, {}, 2, 2, 2, 64, dt));
     cs.push_back(mk("2d 40x29 K7x6 d2x3 s2x3", 2, {40, 29}, {7, 6}, {2, 3}, {2, 3}, {}, 2, 2, 2, 64, dt));
@@ -610,8 +616,12 @@ int main(int argc, char** argv) {
     std::printf("SM90 forward 1D producer: %s%s\n", tma_on ? "tma" : "cp.async", per_on ? " + persistent" : "");
   }
   {
-    // Hopper head dims 64 / 128: fused dK/dV/dQ backward unless EFFATTN_SM90_BWD=split.
-    std::printf("SM90 backward path: %s\n", effattn::cuda::sm90_bwd_fused() ? "fused" : "split");
+    // Hopper head dims 64 / 128: fused dK/dV/dQ backward unless EFFATTN_SM90_BWD=split;
+    // EFFATTN_SM90_BWD=fused128: 128-key CTAs at head dim 128 (64-key fused at D = 64).
+    const char* path = !effattn::cuda::sm90_bwd_fused()     ? "split"
+                       : effattn::cuda::sm90_bwd_fused128() ? "fused128 (D128; fused at D64)"
+                                                            : "fused";
+    std::printf("SM90 backward path: %s\n", path);
   }
   if (do_bench) return bench(filter, fwd_only);
 

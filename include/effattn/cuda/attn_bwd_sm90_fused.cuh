@@ -12,9 +12,10 @@
 //
 // Why 64 keys per CTA and not FA3's 128 (2 consumer warpgroups): the policies describe key
 // tiles of 64 keys (row_mask64, one QRange per key tile); two policy key tiles need not share
-// their query tiles (2D/3D NA tiles adjacent in linear order, block lists with block_k = 64),
-// so a 128-key CTA would need a union-of-ranges interface the policies do not have. The cost
-// is twice the atomic traffic of a 128-key CTA. Consumer registers at D = 128: dK, dV (128)
+// their query tiles (2D/3D NA tiles adjacent in linear order, block lists with block_k = 64).
+// The cost is twice the atomic traffic of a 128-key CTA. attn_bwd_fused128_sm90_kernel
+// (below; EFFATTN_SM90_BWD=fused128, prototype) is that 128-key CTA, on the policies'
+// setup_k_pair (union of two key tiles' query ranges). Consumer registers at D = 128: dK, dV (128)
 // + S^T, dP^T (64) while those are computed, then P^T fragments (16) + one dQ half (32); the
 // consumer gets 224 (producer 32) so that ptxas does not serialise the wgmmas.
 //
@@ -71,6 +72,81 @@ struct Sm90BwdFusedConfig {
 #endif
   static constexpr int kConsumerRegs = 256 - kProducerRegs;
 };
+
+// ---- pieces of the fused kernels (those shared with the dK/dV kernel: attn_bwd_sm90.cuh) ----
+
+// Producer warpgroup of the 128-key kernel: query tile `it` of the CTA's walk (query head
+// kvh * G + it / qr.count) into one stage: Q and dO rows (tiles sQ, sDO) and lse, delta
+// (threads < R, `rows`). Padding rows: Q, dO, lse, delta all zero -> dS = 0 (and their dQ row
+// is skipped). Same body as sm90_bwd_kv_producer's loop, which keeps its inline copy: calling
+// this there let the compiler hoist the row offsets and raised the D = 128 producer's spills
+// (split and 64-key fused) from 88 to 104 bytes.
+template <typename T, int D, int R, class Policy>
+__device__ __forceinline__ void sm90_bwd_load_q_stage(const BwdArgs& args, const Policy& policy,
+                                                      const typename Policy::QRange& qr, int64_t b, int kvh,
+                                                      int it, uint32_t sQ, uint32_t sDO, unsigned char* rows,
+                                                      int tid, int warp, int lane) {
+  const int hq = kvh * args.kv_group + it / qr.count;
+  typename Policy::QTile qt;
+  const bool any = policy.q_tile(qr, it % qr.count, qt);
+  const T* q_base = static_cast<const T*>(args.q) + b * args.sq.batch + hq * args.sq.head;
+  const T* do_base = static_cast<const T*>(args.dout) + b * args.sdo.batch + hq * args.sdo.head;
+  if (tid < R) {
+    float* lse = reinterpret_cast<float*>(rows);
+    float* dlt = lse + R;
+    int64_t c[3];
+    const bool valid = any && policy.q_coord(qt, tid, c);
+    cp_async_4(smem_u32(lse + tid),
+               valid ? args.lse + b * args.slse.batch + hq * args.slse.head + token_offset(args.slse, c)
+                     : args.lse,
+               valid);
+    cp_async_4(smem_u32(dlt + tid),
+               valid ? args.delta + b * args.sdelta.batch + hq * args.sdelta.head + token_offset(args.sdelta, c)
+                     : args.delta,
+               valid);
+  }
+  int64_t oq = -1, odo = -1;
+  if (any && lane < R / 4) {
+    int64_t c[3];
+    if (policy.q_coord(qt, warp * (R / 4) + lane, c)) {
+      oq = token_offset(args.sq, c);
+      odo = token_offset(args.sdo, c);
+    }
+  }
+  sm90_load_rows<D, R>(sQ, q_base, oq, warp, lane);
+  sm90_load_rows<D, R>(sDO, do_base, odo, warp, lane);
+}
+
+// dS^T (16-bit) into the [64 keys][64 queries] swizzled panel at sDS (this thread's rows
+// kr0, kr0 + 8), then made visible to the async proxy (a barrier must follow).
+template <typename T>
+__device__ __forceinline__ void sm90_bwd_store_ds(const float (&ds)[32], uint32_t sDS, int kr0, int qid) {
+  using Tr = ElemTraits<T>;
+#pragma unroll
+  for (int n = 0; n < 8; ++n)
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr) {
+      const uint32_t v = Tr::pack(ds[4 * n + 2 * rr], ds[4 * n + 2 * rr + 1]);
+      const uint32_t addr = sDS + sm90::panel_offset<64>(kr0 + rr * 8, n) + qid * 4;
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+    }
+  sm90::fence_proxy_async_smem();
+}
+
+// A 64 x 64 dQ block (dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column col0 + n * 8 + 2 qid
+// + e) added into the fp32 accumulator; o0 / o1: the rows' accumulator offsets (< 0: padding
+// row or head, nothing added).
+__device__ __forceinline__ void sm90_bwd_red_dq(float* dq_acc, const float (&dq)[32], int64_t o0, int64_t o1,
+                                                int col0, int qid) {
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    const int64_t o = rr == 0 ? o0 : o1;
+    if (o < 0) continue;
+    float* row = dq_acc + o + col0 + qid * 2;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
+  }
+}
 
 template <typename T, int D, class Policy>
 __global__ void __launch_bounds__(256, 2)
@@ -160,11 +236,6 @@ __global__ void __launch_bounds__(256, 2)
   bool mask_cur = prepare(0);
   consumer_sync();
 
-  // This thread's 4-byte slot of dS^T row (key) kr0 + 8 rr, 16-byte chunk (8 queries) n.
-  auto ds_addr = [&](int rr, int n) {
-    return sDS + sm90::panel_offset<R>(kr0 + rr * 8, n) + qid * 4;
-  };
-
   sm90::mbar_wait(bar_kv, 0);
   for (int it = 0; it < total; ++it) {
     const int st = it % S;
@@ -185,19 +256,9 @@ __global__ void __launch_bounds__(256, 2)
     sm90_bwd_dscores(dp, s, dlt, qid);
     uint32_t pf[4][4];
     sm90_pack_a<T>(s, pf);
-    {
-      // dS^T to shared memory (the previous tile's readers finished before the last
-      // consumer_sync), then make it visible to the async proxy.
-      using Tr = ElemTraits<T>;
-#pragma unroll
-      for (int n = 0; n < 8; ++n)
-#pragma unroll
-        for (int rr = 0; rr < 2; ++rr) {
-          const uint32_t v = Tr::pack(dp[4 * n + 2 * rr], dp[4 * n + 2 * rr + 1]);
-          asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(ds_addr(rr, n)), "r"(v) : "memory");
-        }
-      sm90::fence_proxy_async_smem();
-    }
+    // dS^T to shared memory (the previous tile's readers finished before the last
+    // consumer_sync).
+    sm90_bwd_store_ds<T>(dp, sDS, kr0, qid);
     consumer_sync();  // every warp's dS^T rows are in place
 
     float dq[32];
@@ -223,18 +284,7 @@ __global__ void __launch_bounds__(256, 2)
 
     const int64_t* dqo = dqo_all + (it % 2) * R;
     const int64_t o0 = dqo[qr0], o1 = dqo[qr0 + 8];
-    // dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column h * 64 + n * 8 + 2 qid + e. Padding
-    // rows (o < 0) add nothing.
-    auto add_half = [&](int h) {
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr) {
-        const int64_t o = rr == 0 ? o0 : o1;
-        if (o < 0) continue;
-        float* row = args.dq_acc + o + h * 64 + qid * 2;
-#pragma unroll
-        for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
-      }
-    };
+    auto add_half = [&](int h) { sm90_bwd_red_dq(args.dq_acc, dq, o0, o1, h * 64, qid); };
     sm90::wgmma_wait<1>();
     sm90::fence_regs(dq);
     add_half(0);
@@ -263,6 +313,255 @@ __global__ void __launch_bounds__(256, 2)
     }
     consumer_sync();  // dS^T panel free; the next tile's masks and dQ offsets are visible
     mask_cur = mask_next;
+  }
+
+  sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
+#else
+  __trap();
+#endif
+}
+
+// ---- 128-key variant (EFFATTN_SM90_BWD=fused128; head dim 128) ---------------------------
+// FA3's CTA shape: producer warpgroup + two consumer warpgroups, each owning one 64-key half
+// of the CTA's 128 keys (a pair of policy key tiles, setup_k_pair: the CTA walks the union of
+// their query ranges), 1 CTA per SM. Per query tile of 64 rows, Q / dO / lse / delta are
+// loaded once for both halves; each half computes S^T, dP^T, P^T, dS^T for its keys exactly
+// as the 64-key kernel (own masks; a tile outside its range gives P = 0) and writes dS^T into
+// its half of a 128-key panel; after a barrier over both halves, dQ_tile = dS (64 x 128 keys)
+// K (128 keys x D) is split along D: half h computes columns [64 h, 64 h + 64) over all 128
+// keys (8 k16 steps) and adds them with red.global.add. Against the 64-key kernel this halves
+// the dQ atomics and the Q / dO loads per key.
+// Per tile and half: S^T, dP^T (SS) -> P^T, dS^T -> dS^T store, dV += P^T dO (RS, issued
+// before the barrier: it needs no dS) -> barrier -> dQ half (SS, A = the whole panel
+// transposed) and dK += dS^T Q (SS) -> atomics of the dQ half, then the masks and dQ offsets
+// of tile it + 2, while dK runs.
+// One barrier per tile (both consumer warpgroups) orders everything shared: the dS panel is
+// double-buffered (tile it uses buffer it % 2): a half writes buffer it % 2 after the
+// barrier of tile it - 1, which the other half passes only after finishing tile it - 2. The
+// mask / dQ-offset slots (it % 3, per half) are written during tile it - 2 after its
+// barrier, read during tile it (masks before its barrier, offsets after it), and rewritten
+// during tile it + 1 after its barrier: each access is separated from the previous one by
+// a barrier. (Two slots and a lookahead of one would need a second barrier per tile or
+// computing the masks where the S^T / dP^T registers are live: 40 bytes of consumer spills.)
+template <int D>
+struct Sm90BwdFused128Config {
+  static_assert(D == 128, "SM90 128-key fused backward: head dim 128");
+  static constexpr int kRows = 64;  // keys per consumer warpgroup; query rows per tile
+  static constexpr int kThreads = 384;
+#ifdef EFFATTN_FUSED128_STAGES
+  static constexpr int kStages = EFFATTN_FUSED128_STAGES;  // tuning (3 fits: 201 KB)
+#else
+  static constexpr int kStages = 2;
+#endif
+  static constexpr int kTile = kRows * D * 2;
+  static constexpr int kDsBytes = 2 * kRows * kRows * 2;  // [128 keys][64 queries] 16-bit
+  // K (two 64-key tiles), V (two), per stage Q and dO, two dS^T panels (all multiples of 8 KB:
+  // 1024-aligned), per stage lse / delta, per half and slot the key masks and dQ offsets.
+  static constexpr int kOffK = 0;                            // + half * kTile
+  static constexpr int kOffV = 2 * kTile;                    // + half * kTile
+  static constexpr int kOffQ = 4 * kTile;                    // + stage * kTile
+  static constexpr int kOffDO = kOffQ + kStages * kTile;     // + stage * kTile
+  static constexpr int kOffDS = kOffDO + kStages * kTile;    // + buffer * kDsBytes
+  static constexpr int kOffRows = kOffDS + 2 * kDsBytes;     // + stage * kRowBytes
+  static constexpr int kRowBytes = kRows * (4 + 4);
+  static constexpr int kSlots = 3;  // mask / dQ-offset slots per half (lookahead 2)
+  static constexpr int kOffMask = kOffRows + kStages * kRowBytes;     // uint64 [2 halves][3][kRows]
+  static constexpr int kOffDqOff = kOffMask + 2 * kSlots * kRows * 8;  // int64 [2 halves][3][kRows]
+  static constexpr int kOffBars = kOffDqOff + 2 * kSlots * kRows * 8;  // kv, full[S], empty[S]
+  static constexpr int kSmem = kOffBars + (1 + 2 * kStages) * 8 + 1024;
+  // 1 CTA of 384 threads per SM: launched with 168 registers per thread (64512 in all);
+  // setmaxnreg must keep 128 x producer + 256 x consumer within that (both multiples of 8):
+  // 40 / 232 (the forward's split), 24 / 240 (FA3's) or 56 / 224 (the 64-key kernel's
+  // consumer budget).
+#ifdef EFFATTN_FUSED128_PREGS
+  static constexpr int kProducerRegs = EFFATTN_FUSED128_PREGS;  // tuning: 24, 40 or 56
+#else
+  static constexpr int kProducerRegs = 40;
+#endif
+  static constexpr int kConsumerRegs = (64512 - 128 * kProducerRegs) / 256;
+  static_assert(kConsumerRegs % 8 == 0 && 128 * kProducerRegs + 256 * kConsumerRegs <= 64512,
+                "setmaxnreg split");
+  static_assert(kSmem <= 227 * 1024, "shared memory");
+};
+
+template <typename T, int D, class Policy>
+__global__ void __launch_bounds__(384, 1)
+    attn_bwd_fused128_sm90_kernel(const BwdFusedArgs args, const Policy policy) {
+#ifdef EFFATTN_SM90_ENABLED
+  using Cfg = Sm90BwdFused128Config<D>;
+  constexpr int R = Cfg::kRows;
+  constexpr int S = Cfg::kStages;
+
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  unsigned char* smem = smem_raw + (base - raw);
+  const uint32_t sK = base + Cfg::kOffK;
+  const uint32_t sV = base + Cfg::kOffV;
+  const uint32_t bar_kv = base + Cfg::kOffBars;
+  const uint32_t bar_full = bar_kv + 8;
+  const uint32_t bar_empty = bar_full + 8 * S;
+  auto rows_of = [&](int st) { return smem + Cfg::kOffRows + st * Cfg::kRowBytes; };
+
+  const int tid = threadIdx.x;
+  const int64_t b = blockIdx.z;
+  const int kvh = blockIdx.y;
+
+  typename Policy::KTile kt0, kt1;
+  typename Policy::QRange qr;
+  if (!policy.setup_k_pair(static_cast<int64_t>(blockIdx.x), kt0, kt1, qr)) return;
+  const int total = args.kv_group * qr.count;
+
+  sm90_init_pipeline(bar_kv, 128, bar_full, 128, bar_empty, 8 /* one per consumer warp */, S);
+
+  if (tid < 128) {
+    // ---------------- producer: K, V of both halves once, then Q, dO, lse, delta per tile ----
+    sm90::regs_dealloc<Cfg::kProducerRegs>();
+    const int warp = tid / 32, lane = tid % 32;
+    const T* k_base = static_cast<const T*>(args.k) + b * args.sk.batch + kvh * args.sk.head;
+    const T* v_base = static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head;
+    sm90_load_row_pair<D, R>(
+        sK, k_base, args.sk, sV, v_base, args.sv,
+        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt0, r, c); }, warp, lane);
+    sm90_load_row_pair<D, R>(
+        sK + Cfg::kTile, k_base, args.sk, sV + Cfg::kTile, v_base, args.sv,
+        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt1, r, c); }, warp, lane);
+    sm90::mbar_arrive_cp_async(bar_kv);
+    for (int it = 0; it < total; ++it) {
+      const int st = it % S;
+      if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
+      sm90_bwd_load_q_stage<T, D, R>(args, policy, qr, b, kvh, it, base + Cfg::kOffQ + st * Cfg::kTile,
+                                     base + Cfg::kOffDO + st * Cfg::kTile, rows_of(st), tid, warp, lane);
+      sm90::mbar_arrive_cp_async(bar_full + 8 * st);
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  // ---------------- consumers: warpgroup `half` owns keys [64 half, 64 half + 64) ----------
+  sm90::regs_alloc<Cfg::kConsumerRegs>();
+  // Warp-uniform through the shuffle (as CUTLASS's canonical_warp_group_idx), so that the
+  // shared-memory descriptors built from it stay in uniform registers: computed from tid,
+  // ptxas kept 16 loop-invariant descriptor words in vector registers and spilled some.
+  const int half = __shfl_sync(0xffffffffu, (tid - 128) / 128, 0);
+  const int wtid = (tid - 128) % 128;
+  const int warp = wtid / 32;
+  const int lane = wtid % 32;
+  const int grp = lane / 4;
+  const int qid = lane % 4;
+  const int kr0 = warp * 16 + grp;  // this thread's keys (S^T rows, of its half): kr0, kr0 + 8
+  const int qr0 = kr0;              // and its dQ rows (queries of the tile): qr0, qr0 + 8
+  const typename Policy::KTile kt = half == 0 ? kt0 : kt1;
+  const uint32_t sKh = sK + half * Cfg::kTile;
+  const uint32_t sVh = sV + half * Cfg::kTile;
+
+  // Keys past the sequence (zero K, V rows; the whole second half of a pair past the end)
+  // get P = 0 even where no mask is applied.
+  bool kvalid[2];
+#pragma unroll
+  for (int rr = 0; rr < 2; ++rr) {
+    int64_t c[3];
+    kvalid[rr] = policy.k_coord(kt, kr0 + rr * 8, c);
+  }
+
+  float acc_dk[D / 2], acc_dv[D / 2];
+#pragma unroll
+  for (int j = 0; j < D / 2; ++j) acc_dk[j] = acc_dv[j] = 0.f;
+
+  // Per query tile `it` (slot it % 3 of this half): the key masks of this half's key tile
+  // (threads 0..63, when the tile needs them) and the dQ accumulator offsets of the 64 query
+  // rows (threads 64..127; -1: padding row or head). Returns whether masks are needed.
+  constexpr int kSlots = Cfg::kSlots;
+  uint64_t* msk_all = reinterpret_cast<uint64_t*>(smem + Cfg::kOffMask) + half * kSlots * R;
+  int64_t* dqo_all = reinterpret_cast<int64_t*>(smem + Cfg::kOffDqOff) + half * kSlots * R;
+  auto prepare = [&](int it) -> bool {
+    if (it >= total) return false;
+    typename Policy::QTile qt;
+    const bool any = policy.q_tile(qr, it % qr.count, qt);
+    if (wtid >= R) {
+      const int r = wtid - R;
+      const int hq = kvh * args.kv_group + it / qr.count;
+      int64_t c[3];
+      dqo_all[(it % kSlots) * R + r] = any && policy.q_coord(qt, r, c)
+                                      ? b * args.sdqa.batch + hq * args.sdqa.head + token_offset(args.sdqa, c)
+                                      : int64_t(-1);
+    }
+    if (!any || !policy.needs_mask(qt, kt)) return false;
+    if (wtid < R) msk_all[(it % kSlots) * R + wtid] = policy.row_mask64(policy.row_info(qt, wtid), kt);
+    return true;
+  };
+  // Named barrier 1 over both consumer warpgroups (the producer never joins it).
+  auto consumers_sync = [] { asm volatile("bar.sync 1, 256;\n" ::: "memory"); };
+  bool mask_cur = prepare(0);
+  bool mask_nxt = prepare(1);
+  consumers_sync();
+
+  sm90::mbar_wait(bar_kv, 0);
+  for (int it = 0; it < total; ++it) {
+    const int st = it % S;
+    sm90::mbar_wait(bar_full + 8 * st, (it / S) & 1);
+    const uint32_t sQ = base + Cfg::kOffQ + st * Cfg::kTile;
+    const uint32_t sDO = base + Cfg::kOffDO + st * Cfg::kTile;
+    const uint32_t sDS = base + Cfg::kOffDS + (it % 2) * Cfg::kDsBytes;  // 128-key panel
+    const uint32_t sDSh = sDS + half * (R * 128);                         // this half's keys
+    const float* lse = reinterpret_cast<const float*>(rows_of(st));
+    const float* dlt = lse + R;
+    const int slot = it % kSlots;
+
+    float s[32], dp[32];
+    sm90_bwd_issue_s_dp<T, D, R>(s, dp, sKh, sQ, sVh, sDO);
+    sm90::wgmma_wait<1>();
+    sm90::fence_regs(s);
+    sm90_bwd_probs(s, lse, msk_all + slot * R, mask_cur, kvalid, kr0, qid, args.scale_log2);
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(dp);
+    sm90_bwd_dscores(dp, s, dlt, qid);
+    uint32_t pf[4][4];
+    sm90_pack_a<T>(s, pf);
+    sm90_bwd_store_ds<T>(dp, sDSh, kr0, qid);
+
+    // dV += P^T dO now (P^T from registers; it needs no dS).
+    sm90::fence_regs(acc_dv);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_rs<T, D, 1>(acc_dv, pf[kk], sm90::desc_mnmajor(sDO + kk * 16 * 128, R * 128), 1);
+    sm90::wgmma_commit();
+    consumers_sync();  // both halves' dS^T rows are in place
+
+    float dq[32];
+    sm90::fence_regs(acc_dk);
+    sm90::wgmma_fence();
+    // dQ columns [64 half, 64 half + 64): dS (A = the 128-key dS^T panel read MN-major, i.e.
+    // transposed) times K (B MN-major: keys 16 kk.. of tile kk / 4, column panel `half`).
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk)
+      sm90::wgmma_ss_tt<T, 64, 1, 1>(
+          dq, sm90::desc_mnmajor(sDS + kk * 16 * 128, R * 128),
+          sm90::desc_mnmajor(sK + (kk / 4) * Cfg::kTile + half * (R * 128) + (kk % 4) * 16 * 128, R * 128),
+          kk > 0);
+    sm90::wgmma_commit();
+    // dK += dS^T Q (this half's dS^T K-major from shared memory).
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_ss_tt<T, D, 0, 1>(acc_dk, sm90_kstep_desc<R>(sDSh, kk),
+                                    sm90::desc_mnmajor(sQ + kk * 16 * 128, R * 128), 1);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<1>();  // dV and dQ done
+    sm90::fence_regs(dq);
+    {
+      const int64_t* dqo = dqo_all + slot * R;
+      sm90_bwd_red_dq(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
+    }
+    const bool mask_after = prepare(it + 2);
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(acc_dv);
+    sm90::fence_regs(acc_dk);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(pf[kk]);
+    if (lane == 0) sm90::mbar_arrive(bar_empty + 8 * st);  // Q, dO, lse, delta of this stage done
+    mask_cur = mask_nxt;
+    mask_nxt = mask_after;
   }
 
   sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);

@@ -227,6 +227,16 @@ struct BlockListPolicy {
     return true;
   }
 
+  // 128-key CTAs (attn_bwd_fused128_sm90_kernel; the launcher uses them only with
+  // block_k = 128): pair `linear` = key block `linear`, whose two 64-key tiles share one
+  // query list. The second tile may lie past k_len (ragged tail): no valid key, empty masks.
+  __device__ __forceinline__ bool setup_k_pair(int64_t linear, KTile& kt0, KTile& kt1, QRange& qr) const {
+    const bool any = setup_k_tile(2 * linear, kt0, qr);
+    kt1 = kt0;
+    kt1.tile = kt0.tile + 1;
+    return any;
+  }
+
   // Query tile i of the range; false when it holds no valid row (past the sequence's q_len).
   __device__ __forceinline__ bool q_tile(const QRange& qr, int i, QTile& qt) const {
     const int per = block_q >> q_log;  // 1, 2 or 4

@@ -296,6 +296,20 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           fa.sdqa.token[1] = 0;
           fa.sdqa.token[2] = 0;
           fa.sdqa.batch = vl ? 0 : p.q_tokens * p.heads * p.head_dim;
+          if constexpr (D == 128) {
+            // EFFATTN_SM90_BWD=fused128 with block_k = 128: one 128-key CTA per key block (its
+            // two 64-key tiles share the query list); other block sizes keep 64-key CTAs.
+            if (sm90_bwd_fused128() && p.block_k == 128) {
+              auto k128 = attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy>;
+              constexpr int kSmem128 = Sm90BwdFused128Config<D>::kSmem;
+              const cudaError_t e =
+                  cudaFuncSetAttribute(k128, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem128);
+              if (e != cudaSuccess) return e;
+              const dim3 grid128((grid.x + 1) / 2, grid.y, grid.z);
+              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, kSmem128, stream>>>(fa, pol);
+              return cudaGetLastError();
+            }
+          }
           auto kf = attn_bwd_fused_sm90_kernel<T, D, BlockListPolicy>;
           constexpr int kSmem = Sm90BwdFusedConfig<D>::kSmem;
           const cudaError_t e = cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);

@@ -266,8 +266,9 @@ inline size_t na_dq_acc_end(const NaParams& p) {
 }
 
 // Fused Hopper backward (after the delta pre-pass): zero the dQ accumulator, one dK/dV/dQ
-// pass over 64-key tiles, then dQ = scale * accumulator.
-template <typename T, int D>
+// pass over 64-key tiles (k128: 128-key CTAs over pairs of key tiles, head dim 128), then
+// dQ = scale * accumulator.
+template <typename T, int D, bool k128 = false>
 cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta, const CoreStrides& sdelta,
                                           cudaStream_t stream) {
   using Cfg = Sm90BwdFusedConfig<D>;
@@ -281,12 +282,22 @@ cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta,
   static_cast<BwdArgs&>(a) = na_bwd_args(p, delta, sdelta);
   a.dq_acc = acc;
   a.sdqa = contiguous_strides(p, D);
-  auto kernel = attn_bwd_fused_sm90_kernel<T, D, NaPolicy>;
-  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
-  if (err != cudaSuccess) return err;
-  const dim3 grid(static_cast<unsigned>(pol.num_k_tiles()), static_cast<unsigned>(p.kv_heads),
-                  static_cast<unsigned>(p.batch));
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(a, pol);
+  if constexpr (k128) {
+    using Cfg128 = Sm90BwdFused128Config<D>;
+    auto kernel = attn_bwd_fused128_sm90_kernel<T, D, NaPolicy>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg128::kSmem);
+    if (err != cudaSuccess) return err;
+    const dim3 grid(static_cast<unsigned>(pol.num_k_pairs()), static_cast<unsigned>(p.kv_heads),
+                    static_cast<unsigned>(p.batch));
+    kernel<<<grid, Cfg128::kThreads, Cfg128::kSmem, stream>>>(a, pol);
+  } else {
+    auto kernel = attn_bwd_fused_sm90_kernel<T, D, NaPolicy>;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
+    if (err != cudaSuccess) return err;
+    const dim3 grid(static_cast<unsigned>(pol.num_k_tiles()), static_cast<unsigned>(p.kv_heads),
+                    static_cast<unsigned>(p.batch));
+    kernel<<<grid, Cfg::kThreads, Cfg::kSmem, stream>>>(a, pol);
+  }
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const int64_t blocks = (n / 4 + 255) / 256;
@@ -315,8 +326,14 @@ cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
   }
   if constexpr (D == 64 || D == 128) {
     if (sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, NaPolicy>)) {
-      if (sm90_bwd_fused() && p.workspace_bytes >= na_dq_acc_end(p))
+      if (sm90_bwd_fused() && p.workspace_bytes >= na_dq_acc_end(p)) {
+        // EFFATTN_SM90_BWD=fused128: 128-key CTAs at head dim 128 (every rank; pairs of key
+        // tiles along the last axis with more than one tile); D = 64 keeps 64-key CTAs.
+        if constexpr (D == 128) {
+          if (sm90_bwd_fused128()) return launch_na_backward_sm90_fused<T, D, true>(p, delta, sdelta, stream);
+        }
         return launch_na_backward_sm90_fused<T, D>(p, delta, sdelta, stream);
+      }
       return launch_na_backward_sm90<T, D>(p, delta, sdelta, stream);
     }
   }

@@ -364,6 +364,114 @@ struct NaPolicy {
     return any;
   }
 
+  // ---- backward with 128-key CTAs (attn_bwd_fused128_sm90_kernel) ------------------------
+  // A CTA owns two key tiles adjacent on the pair axis (tiles 2p and 2p + 1 of one dilation
+  // group, the other axes' tiles equal) and visits the union of their query ranges. The
+  // ranges agree on the other axes; on the pair axis each is a run of query tiles, and the
+  // runs of adjacent key tiles overlap or touch (a query after the first tile's last query
+  // starts its window at or after that tile's end, so it reaches the second tile), so the
+  // union is one run and the pair's range is again a box. Each half masks its own key tile:
+  // a query tile outside one half's range gets needs_mask() = true and empty row masks there
+  // (no window meets that key tile), i.e. P = 0 and dS = 0 for that half. With an odd number
+  // of key tiles per group the last pair's second tile is past the group (no valid key).
+  //
+  // Query tiles [lo, lo + n) of axis `ax` (dilation group g) whose windows touch key tile
+  // `tile` on that axis: the per-axis step of setup_k_tile (which keeps its own copy so that
+  // the 64-key kernels compile to the same code). False when the key tile holds no key of the
+  // group on this axis (n = 0); n = 0 also when no query reaches it.
+  __device__ __forceinline__ static bool k_axis_range(const NaAxisGeom& ax, int32_t g, int32_t tile,
+                                                       int32_t& lo_out, int32_t& n_out) {
+    const int32_t len = group_len(ax, g);
+    const int32_t klo = tile << ax.k_log;
+    int32_t khi = klo + (1 << ax.k_log);
+    khi = khi < len ? khi : len;
+    if (khi <= klo) {
+      lo_out = 0;
+      n_out = 0;
+      return false;
+    }
+    // First query q with end(q) > klo (end is nondecreasing in q).
+    int32_t lo = 0, hi = len;  // answer in [lo, hi]
+    while (lo < hi) {
+      const int32_t mid = (lo + hi) >> 1;
+      int32_t s, e;
+      window(ax, g, mid, s, e);
+      if (e > klo) hi = mid; else lo = mid + 1;
+    }
+    const int32_t q_first = lo;
+    // First query q with start(q) >= khi (start is nondecreasing in q); last = that - 1.
+    lo = 0;
+    hi = len;
+    while (lo < hi) {
+      const int32_t mid = (lo + hi) >> 1;
+      int32_t s, e;
+      window(ax, g, mid, s, e);
+      if (s >= khi) hi = mid; else lo = mid + 1;
+    }
+    const int32_t q_last = lo - 1;
+    if (q_first > q_last) {
+      lo_out = 0;
+      n_out = 0;
+      return true;
+    }
+    lo_out = q_first >> ax.q_log;
+    n_out = (q_last >> ax.q_log) - lo_out + 1;
+    return true;
+  }
+
+  // Pair axis: the last axis with more than one key tile (axis 0 for 1D problems).
+  __host__ __device__ __forceinline__ int pair_axis() const {
+    return geom.ax[2].k_tiles > 1 ? 2 : (geom.ax[1].k_tiles > 1 ? 1 : (geom.ax[0].k_tiles > 1 ? 0 : 2));
+  }
+  __host__ __device__ __forceinline__ int64_t num_k_pairs() const {
+    const int pa = pair_axis();
+    int64_t n = 1;
+    for (int a = 0; a < 3; ++a)
+      n *= static_cast<int64_t>(geom.ax[a].dilation) * (a == pa ? (geom.ax[a].k_tiles + 1) / 2 : geom.ax[a].k_tiles);
+    return n;
+  }
+
+  // Key tiles of pair `linear` and the union of their query ranges. False if the first tile
+  // (hence the pair) holds no valid key.
+  __device__ __forceinline__ bool setup_k_pair(int64_t linear, KTile& kt0, KTile& kt1, QRange& qr) const {
+    const int pa = pair_axis();
+    bool any = true;
+    int32_t count = 1;
+#pragma unroll
+    for (int a = 2; a >= 0; --a) {
+      const NaAxisGeom& ax = geom.ax[a];
+      const int32_t per = a == pa ? (ax.k_tiles + 1) / 2 : ax.k_tiles;
+      const int64_t n = static_cast<int64_t>(ax.dilation) * per;
+      const int32_t idx = static_cast<int32_t>(linear % n);
+      linear /= n;
+      const int32_t g = idx / per;
+      const int32_t t = idx % per;
+      kt0.group[a] = kt1.group[a] = qr.group[a] = g;
+      if (a == pa) {
+        kt0.tile[a] = 2 * t;
+        kt1.tile[a] = 2 * t + 1;
+        int32_t lo1, n1;
+        if (!k_axis_range(ax, g, 2 * t, qr.lo[a], qr.n[a])) any = false;
+        k_axis_range(ax, g, 2 * t + 1, lo1, n1);
+        if (qr.n[a] == 0) {
+          qr.lo[a] = lo1;
+          qr.n[a] = n1;
+        } else if (n1 > 0) {
+          const int32_t lo = qr.lo[a] < lo1 ? qr.lo[a] : lo1;
+          const int32_t e0 = qr.lo[a] + qr.n[a], e1 = lo1 + n1;
+          qr.lo[a] = lo;
+          qr.n[a] = (e0 > e1 ? e0 : e1) - lo;
+        }
+      } else {
+        kt0.tile[a] = kt1.tile[a] = t;
+        if (!k_axis_range(ax, g, t, qr.lo[a], qr.n[a])) any = false;
+      }
+      count *= qr.n[a];
+    }
+    qr.count = count;
+    return any;
+  }
+
   __device__ __forceinline__ bool q_tile(const QRange& qr, int i, QTile& qt) const {
     int32_t t[3];
 #pragma unroll

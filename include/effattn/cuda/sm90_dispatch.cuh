@@ -57,14 +57,26 @@ inline bool sm90_persist_enabled() {
   return on;
 }
 
-// SM90 backward: fused dK/dV/dQ pass with fp32 dQ atomics (default, EFFATTN_SM90_BWD=fused)
-// or the split dK/dV + recomputing dQ passes (EFFATTN_SM90_BWD=split: bitwise deterministic).
+// SM90 backward: fused dK/dV/dQ pass with fp32 dQ atomics (default, EFFATTN_SM90_BWD=fused;
+// also true for fused128) or the split dK/dV + recomputing dQ passes (EFFATTN_SM90_BWD=split:
+// bitwise deterministic).
 inline bool sm90_bwd_fused() {
   static const bool fused = [] {
     const char* v = std::getenv("EFFATTN_SM90_BWD");
     return !(v != nullptr && std::strcmp(v, "split") == 0);
   }();
   return fused;
+}
+
+// EFFATTN_SM90_BWD=fused128: the fused pass with 128-key CTAs (two consumer warpgroups of 64
+// keys, attn_bwd_fused128_sm90_kernel) where it applies (head dim 128; block-sparse with
+// block_k = 128); the 64-key fused pass elsewhere. Same workspace as `fused`.
+inline bool sm90_bwd_fused128() {
+  static const bool on = [] {
+    const char* v = std::getenv("EFFATTN_SM90_BWD");
+    return v != nullptr && std::strcmp(v, "fused128") == 0;
+  }();
+  return on;
 }
 
 // True when the current device is Hopper and `kernel` was compiled as sm_90a machine code
