@@ -26,6 +26,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "effattn/cuda/attn_bwd_sm90.cuh"
 #include "effattn/cuda/sm90_dispatch.cuh"
@@ -39,7 +40,15 @@ namespace cuda {
 struct BwdFusedArgs : BwdArgs {
   float* dq_acc;
   CoreStrides sdqa;
+  // Timing probes (EFFATTN_BWD_PROBE, wrong results; diagnosis only): 1 no dQ atomics,
+  // 2 no P^T / dS^T element-wise work, 8 no Q / dO loads, 16 no masks.
+  int probe = 0;
 };
+
+inline int bwd_probe_from_env() {
+  const char* v = std::getenv("EFFATTN_BWD_PROBE");
+  return v ? std::atoi(v) : 0;
+}
 
 template <int D>
 struct Sm90BwdFusedConfig {
@@ -430,6 +439,9 @@ __global__ void __launch_bounds__(384, 1)
     for (int it = 0; it < total; ++it) {
       const int st = it % S;
       if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
+      if (args.probe & 8) {
+        if (it >= S) { sm90::mbar_arrive(bar_full + 8 * st); continue; }
+      }
       sm90_bwd_load_q_stage<T, D, R>(args, policy, qr, b, kvh, it, base + Cfg::kOffQ + st * Cfg::kTile,
                                      base + Cfg::kOffDO + st * Cfg::kTile, rows_of(st), tid, warp, lane);
       sm90::mbar_arrive_cp_async(bar_full + 8 * st);
@@ -512,10 +524,10 @@ __global__ void __launch_bounds__(384, 1)
     sm90_bwd_issue_s_dp<T, D, R>(s, dp, sKh, sQ, sVh, sDO);
     sm90::wgmma_wait<1>();
     sm90::fence_regs(s);
-    sm90_bwd_probs(s, lse, msk_all + slot * R, mask_cur, kvalid, kr0, qid, args.scale_log2);
+    if (!(args.probe & 2)) sm90_bwd_probs(s, lse, msk_all + slot * R, mask_cur && !(args.probe & 16), kvalid, kr0, qid, args.scale_log2);
     sm90::wgmma_wait<0>();
     sm90::fence_regs(dp);
-    sm90_bwd_dscores(dp, s, dlt, qid);
+    if (!(args.probe & 2)) sm90_bwd_dscores(dp, s, dlt, qid);
     uint32_t pf[4][4];
     sm90_pack_a<T>(s, pf);
     sm90_bwd_store_ds<T>(dp, sDSh, kr0, qid);
@@ -549,7 +561,7 @@ __global__ void __launch_bounds__(384, 1)
     sm90::wgmma_commit();
     sm90::wgmma_wait<1>();  // dV and dQ done
     sm90::fence_regs(dq);
-    {
+    if (!(args.probe & 1)) {
       const int64_t* dqo = dqo_all + slot * R;
       sm90_bwd_red_dq(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
     }

@@ -282,6 +282,7 @@ cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta,
   static_cast<BwdArgs&>(a) = na_bwd_args(p, delta, sdelta);
   a.dq_acc = acc;
   a.sdqa = contiguous_strides(p, D);
+  a.probe = bwd_probe_from_env();
   if constexpr (k128) {
     using Cfg128 = Sm90BwdFused128Config<D>;
     auto kernel = attn_bwd_fused128_sm90_kernel<T, D, NaPolicy>;
