@@ -3,6 +3,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "estimate_common.cuh"
 
@@ -16,6 +18,16 @@ size_t align256(size_t n) { return (n + 255) & ~size_t(255); }
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 int clamp_to(int64_t v, int64_t hi) { return static_cast<int>(v < hi ? v : hi); }
+
+// Pass 3: EFFATTN_ESTIMATE_IMPL=wgmma runs the Hopper kernel (estimate_int8_sm90.cu) where it
+// applies, else (unset, "mma", anything else) the mma.sync kernel. Read at every call, so one
+// process can compare both.
+cudaError_t run_estimate_pass(const EstArgs& a, cudaStream_t stream) {
+  const char* impl = std::getenv("EFFATTN_ESTIMATE_IMPL");
+  if (impl != nullptr && std::strcmp(impl, "wgmma") == 0 && estimate_sm90_usable(a))
+    return launch_estimate_sm90(a, stream);
+  return launch_estimate(a, stream);
+}
 
 }  // namespace
 
@@ -116,7 +128,7 @@ cudaError_t estimate_block_mask(const EstimateCudaParams& p, cudaStream_t stream
   cudaError_t err = cudaMemsetAsync(a.bits, 0, bit_bytes, stream);
   if (err == cudaSuccess) err = est::launch_key_prep(a, f16, stream);
   if (err == cudaSuccess) err = est::launch_stats(a, f16, stream);
-  if (err == cudaSuccess) err = est::launch_estimate(a, stream);
+  if (err == cudaSuccess) err = est::run_estimate_pass(a, stream);
   if (err == cudaSuccess) err = est::launch_compact(a, stream);
   // A failed cudaMemsetAsync / cudaFuncSetAttribute also stays the runtime's last error; the
   // caller reports `err`, so clear it rather than let the next unrelated launch check see it.

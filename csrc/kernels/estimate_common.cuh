@@ -1,6 +1,7 @@
 // Internal pieces of the CUDA quantized QK estimation (include/effattn/estimate_cuda.h),
 // shared by csrc/kernels/estimate_*.cu: the int8 MMA wrappers, the fragment addressing,
-// the workspace layout and the kernel launch entry points.
+// the workspace layout, pass 3's work split and decision formulas, and the kernel launch
+// entry points.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,6 +10,10 @@
 #include <cstdint>
 
 #include "effattn/estimate_cuda.h"
+
+#if defined(__CUDACC__)
+#include "effattn/cuda/sm80_ptx.cuh"  // cp_async_16
+#endif
 
 namespace effattn {
 namespace cuda {
@@ -93,10 +98,122 @@ struct EstArgs {
 // Host: fills the workspace pointers of `a` from `base` (nullptr: sizes only); returns bytes.
 size_t layout_workspace(EstArgs& a, void* base);
 
+// ---- Pass 3 work split (estimate_int8_sm90.cu; estimate_int8.cu has the same inline) ------
+// A CTA owns kPass3Tiles tiles of 64 query rows: G' query heads of one kv head (G' = 8, 4, 2
+// or 1, the largest dividing the group with T = 512 / G' >= block_q) x a span of T tokens;
+// tile w = query head w / (T / 64) of the G', rows t0 + (w % (T / 64)) * 64 ... + 63. The CTA
+// streams the 64-key chunks any of its rows estimates: [a0, a0 + n1), then [b0, chunks)
+// (non-causal: keys after the windows). CTAs are issued heaviest span first (causal).
+constexpr int kPass3Tiles = 8;
+constexpr int kPass3MaxHeads = 8;
+constexpr int kPass3AuxFloats = (1 + kPass3MaxHeads) * kRecFloats;  // per-chunk record, staged
+
+inline int pass3_heads_per_cta(const EstArgs& a) {
+  for (int gp = kPass3MaxHeads; gp > 1; gp >>= 1)
+    if (a.group % gp == 0 && kPass3Tiles * 64 / gp >= a.geo.block_q) return gp;
+  return 1;
+}
+
+inline int64_t pass3_ctas(const EstArgs& a, int gp) {
+  const int span = kPass3Tiles * 64 / gp;
+  return static_cast<int64_t>((a.geo.n + span - 1) / span) * a.batch * a.kv_heads * (a.group / gp);
+}
+
+struct Pass3Cta {
+  int b = 0, hk = 0, hg = 0, t0 = 0;  // batch, kv head, head subgroup, first query token
+  int a0 = 0, n1 = 0, b0 = 0, n_iter = 0;
+  EFFATTN_HOST_DEVICE int chunk_at(int it) const { return it < n1 ? a0 + it : b0 + (it - n1); }
+};
+
+EFFATTN_HOST_DEVICE Pass3Cta pass3_cta(const EstArgs& a, int gp, int span, int64_t bid) {
+  const MapGeometry& g = a.geo;
+  Pass3Cta c;
+  const int subgroups = a.group / gp;
+  const int64_t units = static_cast<int64_t>(a.batch) * a.kv_heads * subgroups;
+  const int nspans = (g.n + span - 1) / span;
+  const int64_t u = bid % units;
+  c.hg = static_cast<int>(u % subgroups);
+  c.hk = static_cast<int>((u / subgroups) % a.kv_heads);
+  c.b = static_cast<int>(u / (static_cast<int64_t>(subgroups) * a.kv_heads));
+  c.t0 = (nspans - 1 - static_cast<int>(bid / units)) * span;
+  const int cpb = g.block_k / kChunkKeys;
+  const int t1 = c.t0 + span < g.n ? c.t0 + span : g.n;
+  const KeptBlocks first = kept_blocks(g, c.t0 / g.block_q), last = kept_blocks(g, (t1 - 1) / g.block_q);
+  c.a0 = first.sink_end * cpb;
+  const int lo = last.lo * cpb < a.chunks ? last.lo * cpb : a.chunks;
+  const int a1 = c.a0 > lo ? c.a0 : lo;
+  const int hi = (first.hi + 1) * cpb < a.chunks ? (first.hi + 1) * cpb : a.chunks;
+  c.b0 = g.causal ? a.chunks : (a1 > hi ? a1 : hi);
+  c.n1 = a1 - c.a0;
+  c.n_iter = c.n1 + (a.chunks - c.b0);
+  return c;
+}
+
+struct Pass3Tile {
+  int h = 0, row0 = 0, gl = 0, qb = 0;  // query head (gl: its index in the CTA), first row, block
+  bool live = false;                    // row0 < N
+};
+
+EFFATTN_HOST_DEVICE Pass3Tile pass3_tile(const EstArgs& a, const Pass3Cta& c, int gp, int span, int w) {
+  Pass3Tile t;
+  const int segs = span / 64;
+  t.gl = w / segs;
+  t.h = c.hk * a.group + c.hg * gp + t.gl;
+  t.row0 = c.t0 + (w % segs) * 64;
+  t.live = t.row0 < a.geo.n;
+  t.qb = t.live ? t.row0 / a.geo.block_q : 0;
+  return t;
+}
+
+#if defined(__CUDACC__)
+// Chunk `chunk` of K8 (64 rows of D bytes, swz<D>) to k_dst and its per-key record (key
+// scales, then the exact key biases of the CTA's gp query heads) to aux_dst (shared-memory
+// addresses), by cp.async from threads tid = 0 .. kThreads - 1. Keys >= N are zero-filled.
+template <int D, int kThreads>
+__device__ __forceinline__ void pass3_load_chunk(uint32_t k_dst, uint32_t aux_dst, const EstArgs& a,
+                                                 const Pass3Cta& c, int gp, int chunk, int tid) {
+  const int N = a.geo.n;
+  for (int i = tid; i < kChunkKeys * D / 16; i += kThreads) {
+    const int r = i / (D / 16), col = i % (D / 16);
+    const int key = chunk * kChunkKeys + r;
+    const bool ok = key < N;
+    const int8_t* src = a.k8 + ((static_cast<int64_t>(c.b) * N + (ok ? key : 0)) * a.kv_heads + c.hk) * D + col * 16;
+    cp_async_16(k_dst + swz<D>(r, col), src, ok);
+  }
+  const float* rec = a.aux + ((static_cast<int64_t>(c.b) * a.kv_heads + c.hk) * a.chunks + chunk) * a.rec_floats;
+  constexpr int kPieces = kRecFloats / 4;
+  for (int i = tid; i < (1 + gp) * kPieces; i += kThreads) {
+    const int blk = i / kPieces, p = i % kPieces;
+    const int src_blk = blk == 0 ? 0 : 1 + c.hg * gp + (blk - 1);
+    cp_async_16(aux_dst + 4 * (blk * kRecFloats + 4 * p), rec + src_blk * kRecFloats + 4 * p, true);
+  }
+}
+
+// Pre-filter (see estimate_int8.cu): with mx = max(0, this lane's products of a row over one
+// 32-key group), false means no entry of them can reach the row's bound. wq = sq (1 + slack)
+// (pass3_wq); a NaN bound never rejects.
+EFFATTN_HOST_DEVICE float pass3_wq(float sq) { return sq * (1.f + kBoundSlack); }
+__device__ __forceinline__ bool pass3_may_reach(int mx, float wq, float sk_max, float kb_max, float thr) {
+  return !(fmaf(__int2float_rn(mx), wq * sk_max, kb_max) < thr);
+}
+
+// The CPU op's fp32 decision for one entry, in its operation order: ri = the row's
+// (q scale, query bias, bound, -), sk / kbias = the key's scale and key bias, acc = q8 . k8.
+__device__ __forceinline__ bool pass3_entry_hit(float4 ri, float sk, float kbias, int acc, float scale) {
+  float v = __fmul_rn(__fmul_rn(ri.x, sk), __int2float_rn(acc));
+  v = __fadd_rn(__fadd_rn(v, kbias), ri.y);
+  return __fmul_rn(scale, v) >= ri.z;
+}
+#endif
+
 // Launches (each returns the launch status).
 cudaError_t launch_key_prep(const EstArgs& a, bool f16, cudaStream_t stream);
 cudaError_t launch_stats(const EstArgs& a, bool f16, cudaStream_t stream);
 cudaError_t launch_estimate(const EstArgs& a, cudaStream_t stream);
+// Pass 3 on Hopper (estimate_int8_sm90.cu): usable for head_dim 128 when the kernel was built
+// for sm_90a and the device is sm_90 (and EFFATTN_FORCE_SM80 is unset).
+bool estimate_sm90_usable(const EstArgs& a);
+cudaError_t launch_estimate_sm90(const EstArgs& a, cudaStream_t stream);
 cudaError_t launch_compact(const EstArgs& a, cudaStream_t stream);
 
 }  // namespace est

@@ -371,6 +371,37 @@ __device__ __forceinline__ void red_add_v2_f32(float* p, float a, float b) {
 #endif
 }
 
+// ---- int8 additions (csrc/kernels/estimate_int8_sm90.cu) ---------------------------------
+
+template <int N>
+__device__ __forceinline__ void fence_regs(int (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+// D[64 x 64] (+)= A[64 x 32] (s8, registers) * B[32 x 64] (s8, descriptor, K-major), s32
+// accumulators in the f32 accumulator layout. A's registers: a0 / a1 = rows g / g + 8 of the
+// warp's 16, bytes 4 t.. of the 32; a2 / a3 the same at bytes 16 + 4 t.. (mma.m16n8k32's A).
+// scale_d = 0 overwrites D.
+__device__ __forceinline__ void wgmma_m64n64k32_s8_rs(int (&d)[32], const uint32_t (&a)[4], uint64_t desc_b,
+                                                      int scale_d) {
+#ifdef EFFATTN_SM90_ENABLED
+#define EFFATTN_WGMMA_S8(i) "+r"(d[i + 0]), "+r"(d[i + 1]), "+r"(d[i + 2]), "+r"(d[i + 3]), \
+  "+r"(d[i + 4]), "+r"(d[i + 5]), "+r"(d[i + 6]), "+r"(d[i + 7])
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.s32.s8.s8 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31},"
+      "{%32,%33,%34,%35}, %36, p;\n}\n"
+      : EFFATTN_WGMMA_S8(0), EFFATTN_WGMMA_S8(8), EFFATTN_WGMMA_S8(16), EFFATTN_WGMMA_S8(24)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+#undef EFFATTN_WGMMA_S8
+#else
+  __trap();
+#endif
+}
+
 }  // namespace sm90
 }  // namespace cuda
 }  // namespace effattn
