@@ -108,6 +108,21 @@ __device__ __forceinline__ void sm90_bwd_issue_s_dp(float (&s)[32], float (&dp)[
 __device__ __forceinline__ void sm90_bwd_probs(float (&s)[32], const float* lse, const uint64_t* msk,
                                                bool masked, const bool (&kvalid)[2], int kr0, int qid,
                                                float scale_log2) {
+  if (!masked && kvalid[0] && kvalid[1]) {  // interior tile: no per-element selects
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int e2 = 0; e2 < 2; ++e2) {
+        const float l = lse[n * 8 + qid * 2 + e2];
+        const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
+#pragma unroll
+        for (int rr = 0; rr < 2; ++rr) {
+          float& x = s[4 * n + 2 * rr + e2];
+          x = fast_exp2(fmaf(x, scale_log2, -l2));
+        }
+      }
+    return;
+  }
 #pragma unroll
   for (int n = 0; n < 8; ++n)
 #pragma unroll
