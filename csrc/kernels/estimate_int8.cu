@@ -15,6 +15,8 @@
 //     scale * (sq * sk * acc + kbias + qbias) >= bound element by element.
 // Once a key block is kept for a warp its remaining chunks are skipped (the CPU op stops at
 // the first qualifying entry too). CTAs are issued heaviest span first (causal).
+// The work split, the pre-filter and the exact check are estimate_common.cuh's pass3_* helpers,
+// shared with the Hopper kernel (estimate_int8_sm90.cu); the chunk load is inline (load_stage).
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -28,17 +30,16 @@ namespace cuda {
 namespace est {
 namespace {
 
-constexpr int kWarps = 8;
+constexpr int kWarps = kPass3Tiles;  // warp w = tile w of the CTA (pass3_tile)
 constexpr int kThreads = 32 * kWarps;
 constexpr int kStages = 4;
-constexpr int kMaxHeadsPerCta = 8;
 constexpr unsigned kAll = 0xffffffffu;
 
 template <int D>
 struct Cfg {
   static constexpr int kQBytes = kWarps * 64 * D;  // Q8 staging, one 64 x D tile per warp
   static constexpr int kKBytes = kChunkKeys * D;   // one K8 chunk
-  static constexpr int kAuxBytes = (1 + kMaxHeadsPerCta) * kRecFloats * 4;
+  static constexpr int kAuxBytes = kPass3AuxFloats * 4;
   static constexpr int kStageBytes = kKBytes + kAuxBytes;
   static constexpr int kInfoBytes = kWarps * 64 * 16;  // row records
   static constexpr int kSmem = kQBytes + kStages * kStageBytes + kInfoBytes;
@@ -80,40 +81,21 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
   const MapGeometry g = a.geo;
   const int N = g.n;
 
-  // CTA -> (span, batch, kv head, head subgroup); heaviest spans first.
-  const int subgroups = a.group / heads_per_cta;
-  const int64_t units = static_cast<int64_t>(a.batch) * a.kv_heads * subgroups;
-  const int nspans = (N + span - 1) / span;
-  const int64_t bid = blockIdx.x;
-  const int64_t u = bid % units;
-  const int sp = nspans - 1 - static_cast<int>(bid / units);
-  const int hg = static_cast<int>(u % subgroups);
-  const int hk = static_cast<int>((u / subgroups) % a.kv_heads);
-  const int b = static_cast<int>(u / (static_cast<int64_t>(subgroups) * a.kv_heads));
-
-  // Warp -> (query head, 64 rows).
-  const int segs = span / 64;
-  const int gl = warp / segs;
-  const int h = hk * a.group + hg * heads_per_cta + gl;
-  const int t0 = sp * span;
-  const int row0 = t0 + (warp % segs) * 64;
-  const bool live = row0 < N;
-  const int qb = live ? row0 / g.block_q : 0;
+  // CTA -> (span, batch, kv head, head subgroup) and the chunks any of its warps estimates,
+  // heaviest spans first; warp -> tile (query head, 64 rows).
+  const Pass3Cta cta = pass3_cta(a, heads_per_cta, span, blockIdx.x);
+  const Pass3Tile tile = pass3_tile(a, cta, heads_per_cta, span, warp);
+  const int b = cta.b, hk = cta.hk, hg = cta.hg, h = tile.h, row0 = tile.row0, qb = tile.qb;
+  const bool live = tile.live;
   const KeptBlocks mine = kept_blocks(g, qb);
-
-  // Chunks any warp needs: [a0, a1) then [b0, nch) (non-causal: keys after the windows).
   const int cpb = g.block_k / kChunkKeys;
   const int nch = a.chunks;
-  const int t1 = t0 + span < N ? t0 + span : N;
-  const KeptBlocks first = kept_blocks(g, t0 / g.block_q), last = kept_blocks(g, (t1 - 1) / g.block_q);
-  const int a0 = first.sink_end * cpb;
-  const int a1 = max(a0, min(nch, last.lo * cpb));
-  const int b0 = g.causal ? nch : max(a1, min(nch, (first.hi + 1) * cpb));
-  const int n1 = a1 - a0;
-  const int n_iter = n1 + (nch - b0);
+  const int n_iter = cta.n_iter;
   if (n_iter == 0) return;  // every block of these rows is always kept (or invisible)
-  auto chunk_at = [&](int it) { return it < n1 ? a0 + it : b0 + (it - n1); };
 
+  // The bytes of pass3_load_chunk<D, kThreads>, with its record loop as the one guarded copy it
+  // amounts to here ((1 + G') 17 <= 153 < kThreads pieces): nvcc knows neither tid >= 0 nor
+  // G' <= 8, so the helper's loop compiles to a 4x unrolled one and costs 6 to 8 registers.
   auto load_stage = [&](int stage, int chunk) {
     unsigned char* dst = stage_s + stage * C::kStageBytes;
     for (int i = tid; i < kChunkKeys * D / 16; i += kThreads) {
@@ -136,10 +118,10 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
   // Prologue: this warp's Q8 tile (group 0), then the first kStages - 1 chunks.
   unsigned char* my_q = q_s + warp * 64 * D;
   for (int i = lane; i < 64 * D / 16; i += 32) {
-    const int r = i / (D / 16), c = i % (D / 16);
+    const int r = i / (D / 16), col = i % (D / 16);
     const bool ok = row0 + r < N;
-    const int8_t* src = a.q8 + ((static_cast<int64_t>(b) * N + (ok ? row0 + r : 0)) * a.heads + h) * D + c * 16;
-    cp_async_16(smem_u32(my_q + swz<D>(r, c)), src, ok);
+    const int8_t* src = a.q8 + ((static_cast<int64_t>(b) * N + (ok ? row0 + r : 0)) * a.heads + h) * D + col * 16;
+    cp_async_16(smem_u32(my_q + swz<D>(r, col)), src, ok);
   }
   cp_async_commit();
   float4* info = info_s + warp * 64;
@@ -150,7 +132,7 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
   }
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < n_iter) load_stage(s, chunk_at(s));
+    if (s < n_iter) load_stage(s, cta.chunk_at(s));
     cp_async_commit();
   }
   cp_async_wait<kStages - 1>();
@@ -168,7 +150,7 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
   for (int slot = 0; slot < 8; ++slot) {
     const float4 v = info[16 * (slot >> 1) + 8 * (slot & 1) + (lane >> 2)];
     thr[slot] = v.w;
-    wq[slot] = v.x * (1.f + kBoundSlack);
+    wq[slot] = pass3_wq(v.x);
   }
 
   uint32_t* my_bits = a.bits + ((static_cast<int64_t>(b) * a.heads + h) * g.mq + qb) * a.words;
@@ -179,10 +161,10 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
     __syncthreads();
     {
       const int nx = it + kStages - 1;
-      if (nx < n_iter) load_stage(nx % kStages, chunk_at(nx));
+      if (nx < n_iter) load_stage(nx % kStages, cta.chunk_at(nx));
       cp_async_commit();
     }
-    const int chunk = chunk_at(it);
+    const int chunk = cta.chunk_at(it);
     const int kb = chunk / cpb;
     if (!live || !estimated_block(g, mine, kb)) continue;
     if (kb != cur_block) {
@@ -192,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
     if (cur_kept) continue;
     const unsigned char* st = stage_s + (it % kStages) * C::kStageBytes;
     const float* aux = reinterpret_cast<const float*>(st + C::kKBytes);
-    const float* hrec = aux + kRecFloats * (1 + gl);
+    const float* hrec = aux + kRecFloats * (1 + tile.gl);
     for (int half = 0; half < 2 && !cur_kept; ++half) {
       int acc[4][4][4];
       tile_mma<D>(acc, qf, st, half, lane);
@@ -209,8 +191,7 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
           mx = __vimax3_s32(mx, acc[mt][2][2 * hf + 1], acc[mt][3][2 * hf]);
           mx = __vimax3_s32(mx, acc[mt][3][2 * hf + 1], 0);
           const int slot = 2 * mt + hf;
-          const float ub = fmaf(__int2float_rn(mx), wq[slot] * sk_max, kb_max);
-          if (!(ub < thr[slot])) maybe |= 1u << slot;  // NaN never rejects
+          if (pass3_may_reach(mx, wq[slot], sk_max, kb_max, thr[slot])) maybe |= 1u << slot;
         }
       if (!__any_sync(kAll, maybe != 0u)) continue;
       // Exact: the CPU op's fp32 expression, in its order, on the rows not rejected.
@@ -229,9 +210,8 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
               const int cl = cl0 + 8 * nt + e;
-              float v = __fmul_rn(__fmul_rn(ri.x, aux[cl]), __int2float_rn(acc[mt][nt][2 * hf + e]));
-              v = __fadd_rn(__fadd_rn(v, hrec[cl]), ri.y);
-              hit |= chunk * kChunkKeys + cl < N && __fmul_rn(a.scale, v) >= ri.z;
+              hit |= chunk * kChunkKeys + cl < N &&
+                     pass3_entry_hit(ri, aux[cl], hrec[cl], acc[mt][nt][2 * hf + e], a.scale);
             }
         }
       if (__any_sync(kAll, hit)) {
@@ -243,22 +223,15 @@ __global__ void __launch_bounds__(kThreads, 1) estimate_kernel(const EstArgs a, 
   cp_async_wait<0>();
 }
 
-int heads_per_cta(const EstArgs& a) {
-  for (int gp = kMaxHeadsPerCta; gp > 1; gp >>= 1)
-    if (a.group % gp == 0 && kWarps * 64 / gp >= a.geo.block_q) return gp;
-  return 1;
-}
-
 template <int D>
 cudaError_t launch_d(const EstArgs& a, cudaStream_t stream) {
-  const int gp = heads_per_cta(a);
-  const int span = kWarps * 64 / gp;
-  const int64_t nspans = (a.geo.n + span - 1) / span;
-  const int64_t blocks = nspans * a.batch * a.kv_heads * (a.group / gp);
+  const int gp = pass3_heads_per_cta(a);
+  const int64_t blocks = pass3_ctas(a, gp);
   if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
   const cudaError_t err =
       cudaFuncSetAttribute(estimate_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<D>::kSmem);
   if (err != cudaSuccess) return err;
+  const int span = kPass3Tiles * 64 / gp;
   estimate_kernel<D><<<static_cast<unsigned>(blocks), kThreads, Cfg<D>::kSmem, stream>>>(a, gp, span);
   return cudaGetLastError();
 }

@@ -6,6 +6,8 @@
   row layout included (kept blocks increasing, then zeros), except blocks decided by entries
   within rounding of the threshold (the CPU test's tie rule: the block's best margin in the
   reference is within 1e-3 of 0).
+- pass 3's two kernels (EFFATTN_ESTIMATE_IMPL=mma / =wgmma, head_dim 128): the same map bit
+  for bit, and the wgmma setting really runs the Hopper kernel on sm_90 (profiler).
 Odd N, GQA groups 1/2/3/4/8, block sizes 64/128 on each side, per-token / per-block / odd
 quantization blocks, causal and not, per-head thresholds including 0 and 1e30. Freed memory
 is poisoned with NaN before each run, so unwritten outputs show up.
@@ -164,6 +166,80 @@ def test_map_matches_cpu_from_the_same_quantized_values(case):
     margin_fn = lambda: estimate_block_mask_reference(  # noqa: E731
         q, k, qq, kq, log_tau, block, quant_block, sink, local, causal, scale)[1]
     assert_maps_match(nb.cpu(), idx.cpu(), nb_ref, idx_ref, margin_fn, block)
+
+
+# Pass 3 has two CUDA kernels, picked per call by EFFATTN_ESTIMATE_IMPL: mma.sync
+# (estimate_int8.cu) and, with "wgmma", the Hopper one (estimate_int8_sm90.cu) where it runs
+# (head_dim 128, sm_90a build on an sm_90 device; elsewhere "wgmma" runs the mma.sync kernel).
+# Both must give the same map. Cases: D = 128, in MAP_CASES' format, with their inputs
+# (llm_like_qkv, or randn: also where llm_like_qkv needs more tokens).
+IMPL_CASES = [
+    ((2, 1100, 8, 1, 128, (64, 128), 1, 64, 256, True, torch.bfloat16, [1e-4] * 8, None), "llm_like"),  # G = 8
+    ((1, 1025, 4, 2, 128, (64, 64), 1, 64, 128, True, torch.float16, [1e-3, 1e-2, 1e-4, 1e-1], None), "llm_like"),
+    ((1, 777, 4, 2, 128, (128, 128), 64, 0, 100, False, torch.bfloat16, [1e-2, 1e-3, 0.0, 1e-1], -0.1),
+     "llm_like"),
+    ((1, 40, 2, 1, 128, (64, 64), 1, 0, 0, True, torch.bfloat16, [1e-2, 1e-2], None),
+     "randn"),  # N < one chunk: a single, always kept block
+    ((1, 777, 4, 2, 128, (128, 128), 64, 0, 100, False, torch.bfloat16, [0.5, 0.3, 0.1, 0.05], -0.1),
+     "randn"),  # llm_like_qkv's map is dense with scale < 0, this one is not
+] + [(c, "llm_like") for c in MAP_CASES if c[4] == 128]
+
+
+def make_qk_randn(case, seed=0):
+    b, n, h, hk, d, *_, dtype, _, _ = case
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, h, d, generator=g).to(dtype), torch.randn(b, n, hk, d, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("case, inputs", IMPL_CASES, ids=lambda c: map_id(c) if isinstance(c, tuple) else c)
+def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
+    """EFFATTN_ESTIMATE_IMPL=mma and =wgmma in one process: the same map bit for bit, and the
+    CPU op's (up to its ties)."""
+    _, n, h, _, d, block, quant_block, sink, local, causal, _, taus, scale = case
+    q, k = make_qk(case) if inputs == "llm_like" else make_qk_randn(case)
+    qq, kq = ops.smooth_quantize(q, quant_block, 8), ops.smooth_quantize(k, quant_block, 8)
+    log_tau = torch.log(torch.tensor(taus, dtype=torch.float32))
+    args = (*block, quant_block, sink, local, causal, scale)
+    on_device = [t.to(DEVICE) for t in (q, k, *qq, *kq, log_tau)]
+    maps = {}
+    for impl in ("mma", "wgmma"):
+        monkeypatch.setenv("EFFATTN_ESTIMATE_IMPL", impl)  # read by the launcher at every call
+        poison_memory()
+        maps[impl] = [t.cpu() for t in ops.estimate_block_mask(*on_device, *args)]
+    (nb, idx), (nb_w, idx_w) = maps["mma"], maps["wgmma"]
+    assert torch.equal(nb_w, nb)
+    live = torch.arange(idx.shape[-1]) < nb[..., None].long()
+    assert torch.equal(idx_w[live], idx[live])
+    nb_ref, idx_ref = ops.estimate_block_mask(q, k, *qq, *kq, log_tau, *args)
+    margin_fn = lambda: estimate_block_mask_reference(  # noqa: E731
+        q, k, qq, kq, log_tau, block, quant_block, sink, local, causal, scale)[1]
+    assert_maps_match(nb_w, idx_w, nb_ref, idx_ref, margin_fn, block)
+
+
+def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
+    """The kernel that runs, by name (profiler): =mma never the Hopper kernel, =wgmma the Hopper
+    kernel estimate_sm90_kernel on an sm_90 device (D = 128)."""
+    if DEVICE != "cuda":
+        pytest.skip("profiles CUDA kernels")
+    case = IMPL_CASES[0][0]
+    _, n, h, _, d, block, quant_block, sink, local, causal, _, taus, scale = case
+    q, k = (t.to(DEVICE) for t in make_qk(case))
+    inputs = (q, k, *ops.smooth_quantize(q, quant_block, 8), *ops.smooth_quantize(k, quant_block, 8),
+              torch.log(torch.tensor(taus, device=DEVICE)), *block, quant_block, sink, local, causal, scale)
+
+    def kernels_run(impl):
+        monkeypatch.setenv("EFFATTN_ESTIMATE_IMPL", impl)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            ops.estimate_block_mask(*inputs)
+            torch.cuda.synchronize()
+        return sorted({e.name for e in prof.events()})
+
+    names = kernels_run("mma")
+    assert any("estimate_kernel" in x for x in names) and not any("estimate_sm90" in x for x in names), names
+    names = kernels_run("wgmma")
+    if torch.cuda.get_device_capability() != (9, 0) or os.environ.get("EFFATTN_FORCE_SM80", "0") not in ("", "0"):
+        pytest.skip("the wgmma kernel runs on sm_90 only (and not under EFFATTN_FORCE_SM80)")
+    assert any("estimate_sm90" in x for x in names), names
 
 
 @pytest.mark.parametrize("case", [MAP_CASES[0], MAP_CASES[2], MAP_CASES[4]], ids=map_id)
