@@ -7,7 +7,7 @@
 #   bash scripts/device_run.sh [stages...]   stages: selftest selfbench pytest bench models examples crashtrace sanitize
 #   BENCH_GROUPS="na bs lightning"           one bench process per group (each with its timeout)
 #   PYTEST_FILES="tests/cuda/test_x.py ..."  a subset of the CUDA pytest files
-#   PYTEST_FUSED128=0                        skip the block-sparse pytest with EFFATTN_SM90_BWD=fused128
+#   PYTEST_FUSED64=0                         skip the block-sparse pytest with EFFATTN_SM90_BWD=fused (64-key CTAs)
 #   BENCH_ARGS="--quick"                     extra `python -m effattn bench` arguments
 #   MODEL_GROUPS="nat lm"                    benchmarks/bench_models.py runs of the models stage
 #   stage ncu:    NCU_KERNEL (regex), NCU_CMD (the program), NCU_SECTIONS; report text in $OUT/ncu.txt
@@ -63,7 +63,9 @@ for stage in $STAGES; do
       cat st.log >> "$LOG"
       note "selftest na (SM80 core) rc=$rc: $(tail -1 st.log)"
       section "selftest na, EFFATTN_SM90_BWD=split"; EFFATTN_SM90_BWD=split timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (split SM90 bwd) rc=$rc: $(tail -1 st.log)"
-      section "selftest na, EFFATTN_SM90_BWD=fused128"; EFFATTN_SM90_BWD=fused128 timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (128-key fused SM90 bwd) rc=$rc: $(tail -1 st.log)" ;;
+      for mode in fused128 fused; do  # 128-key CTAs everywhere / 64-key CTAs everywhere
+        section "selftest na, EFFATTN_SM90_BWD=$mode"; EFFATTN_SM90_BWD=$mode timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (EFFATTN_SM90_BWD=$mode) rc=$rc: $(tail -1 st.log)"
+      done ;;
     selfbench)
       for t in ${SELFBENCH:-na}; do
         section "selfbench $t"
@@ -80,13 +82,13 @@ for stage in $STAGES; do
         cat pt.log >> "$LOG"
         note "pytest $(basename "$f") rc=$rc: $(tail -1 pt.log)"
       done
-      # The 128-key fused backward on block-sparse (block_k = 128, head dim 128 cases);
-      # PYTEST_FUSED128=0 skips it.
-      if [ "${PYTEST_FUSED128:-1}" = 1 ] && [ -f tests/cuda/test_block_sparse_cuda.py ]; then
-        section "pytest test_block_sparse_cuda.py, EFFATTN_SM90_BWD=fused128"
-        EFFATTN_SM90_BWD=fused128 timeout 120 python3 -m pytest tests/cuda/test_block_sparse_cuda.py -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
+      # Block-sparse with the 64-key fused backward too (block_k = 128 defaults to 128-key
+      # CTAs); PYTEST_FUSED64=0 skips it.
+      if [ "${PYTEST_FUSED64:-1}" = 1 ] && [ -f tests/cuda/test_block_sparse_cuda.py ]; then
+        section "pytest test_block_sparse_cuda.py, EFFATTN_SM90_BWD=fused"
+        EFFATTN_SM90_BWD=fused timeout 120 python3 -m pytest tests/cuda/test_block_sparse_cuda.py -q -rf -p no:cacheprovider > pt.log 2>&1; rc=$?
         cat pt.log >> "$LOG"
-        note "pytest test_block_sparse_cuda.py (fused128) rc=$rc: $(tail -1 pt.log)"
+        note "pytest test_block_sparse_cuda.py (64-key fused) rc=$rc: $(tail -1 pt.log)"
       fi ;;
     models)
       for m in ${MODEL_GROUPS:-nat lm}; do

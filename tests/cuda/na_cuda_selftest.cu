@@ -616,11 +616,13 @@ int main(int argc, char** argv) {
     std::printf("SM90 forward 1D producer: %s%s\n", tma_on ? "tma" : "cp.async", per_on ? " + persistent" : "");
   }
   {
-    // Hopper head dims 64 / 128: fused dK/dV/dQ backward unless EFFATTN_SM90_BWD=split;
-    // EFFATTN_SM90_BWD=fused128: 128-key CTAs at head dim 128 (64-key fused at D = 64).
-    const char* path = !effattn::cuda::sm90_bwd_fused()     ? "split"
-                       : effattn::cuda::sm90_bwd_fused128() ? "fused128 (D128; fused at D64)"
-                                                            : "fused";
+    // Hopper head dims 64 / 128: fused dK/dV/dQ backward unless EFFATTN_SM90_BWD=split; at
+    // head dim 128 with 128-key CTAs on 1D (default), everywhere (fused128) or nowhere (fused).
+    const bool on1d = effattn::cuda::sm90_bwd_fused128(true), on2d = effattn::cuda::sm90_bwd_fused128(false);
+    const char* path = !effattn::cuda::sm90_bwd_fused() ? "split"
+                       : on2d                           ? "fused128 (D128, every rank; fused at D64)"
+                       : on1d                           ? "fused128 on 1D D128, fused elsewhere"
+                                                        : "fused";
     std::printf("SM90 backward path: %s\n", path);
   }
   if (do_bench) return bench(filter, fwd_only);

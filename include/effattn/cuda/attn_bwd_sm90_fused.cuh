@@ -376,12 +376,7 @@ struct Sm90BwdFused128Config {
   static constexpr int kSlots = 3;  // mask / dQ-offset slots per half (lookahead 2)
   static constexpr int kOffMask = kOffRows + kStages * kRowBytes;     // uint64 [2 halves][3][kRows]
   static constexpr int kOffDqOff = kOffMask + 2 * kSlots * kRows * 8;  // int64 [2 halves][3][kRows]
-  // dQ staging per half (fp32 [64 queries][64 columns], rows padded by 16 B against bank
-  // conflicts), added into the accumulator by bulk reductions (one per row).
-  static constexpr int kStgStride = kRows * 4 + 16;
-  static constexpr int kStgBytes = kRows * kStgStride;
-  static constexpr int kOffStg = kOffDqOff + 2 * kSlots * kRows * 8;  // + half * kStgBytes
-  static constexpr int kOffBars = kOffStg + 2 * kStgBytes;            // kv, full[S], empty[S]
+  static constexpr int kOffBars = kOffDqOff + 2 * kSlots * kRows * 8;  // kv, full[S], empty[S]
   static constexpr int kSmem = kOffBars + (1 + 2 * kStages) * 8 + 1024;
   // 1 CTA of 384 threads per SM: launched with 168 registers per thread (64512 in all);
   // setmaxnreg must keep 128 x producer + 256 x consumer within that (both multiples of 8):
@@ -471,8 +466,6 @@ __global__ void __launch_bounds__(384, 1)
   const typename Policy::KTile kt = half == 0 ? kt0 : kt1;
   const uint32_t sKh = sK + half * Cfg::kTile;
   const uint32_t sVh = sV + half * Cfg::kTile;
-  unsigned char* stg = smem + Cfg::kOffStg + half * Cfg::kStgBytes;
-  const uint32_t stg_u32 = base + Cfg::kOffStg + half * Cfg::kStgBytes;
 
   // Keys past the sequence (zero K, V rows; the whole second half of a pair past the end)
   // get P = 0 even where no mask is applied.
@@ -546,7 +539,6 @@ __global__ void __launch_bounds__(384, 1)
     for (int kk = 0; kk < 4; ++kk)
       sm90::wgmma_rs<T, D, 1>(acc_dv, pf[kk], sm90::desc_mnmajor(sDO + kk * 16 * 128, R * 128), 1);
     sm90::wgmma_commit();
-    if (warp == 0) sm90::bulk_wait_read<0>();  // staging free again before anyone rewrites it
     consumers_sync();  // both halves' dS^T rows are in place
 
     float dq[32];
@@ -569,22 +561,9 @@ __global__ void __launch_bounds__(384, 1)
     sm90::wgmma_commit();
     sm90::wgmma_wait<1>();  // dV and dQ done
     sm90::fence_regs(dq);
-    // dQ half -> staging -> one bulk reduction per row by warp 0: the consumers issue no
-    // per-element atomics (the red.global path cost ~2 ms of 12.7 on 1D K2049).
-#pragma unroll
-    for (int n = 0; n < 8; ++n)
-#pragma unroll
-      for (int rr = 0; rr < 2; ++rr)
-        *reinterpret_cast<float2*>(stg + (qr0 + 8 * rr) * Cfg::kStgStride + (n * 8 + qid * 2) * 4) =
-            make_float2(dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
-    sm90::fence_proxy_async_smem();
-    sm90::named_bar_sync(2 + half, 128);
-    if (warp == 0 && !(args.probe & 1)) {
+    if (!(args.probe & 1)) {
       const int64_t* dqo = dqo_all + slot * R;
-#pragma unroll
-      for (int r = lane; r < R; r += 32)
-        if (dqo[r] >= 0) sm90::bulk_reduce_add_f32(args.dq_acc + dqo[r] + half * 64, stg_u32 + r * Cfg::kStgStride, 256);
-      sm90::bulk_commit();
+      sm90_bwd_red_dq(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
     }
     const bool mask_after = prepare(it + 2);
     sm90::wgmma_wait<0>();
@@ -597,7 +576,6 @@ __global__ void __launch_bounds__(384, 1)
     mask_nxt = mask_after;
   }
 
-  if (warp == 0) sm90::bulk_wait<0>();  // dQ reductions complete before the CTA exits
   sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
 #else
   __trap();

@@ -297,9 +297,9 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           fa.sdqa.token[2] = 0;
           fa.sdqa.batch = vl ? 0 : p.q_tokens * p.heads * p.head_dim;
           if constexpr (D == 128) {
-            // EFFATTN_SM90_BWD=fused128 with block_k = 128: one 128-key CTA per key block (its
-            // two 64-key tiles share the query list); other block sizes keep 64-key CTAs.
-            if (sm90_bwd_fused128() && p.block_k == 128) {
+            // block_k = 128: one 128-key CTA per key block (its two 64-key tiles share the
+            // query list; default, sm90_bwd_fused128); other block sizes keep 64-key CTAs.
+            if (p.block_k == 128 && sm90_bwd_fused128(true)) {
               auto k128 = attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy>;
               constexpr int kSmem128 = Sm90BwdFused128Config<D>::kSmem;
               const cudaError_t e =

@@ -328,10 +328,10 @@ cudaError_t launch_na_backward(const NaParams& p, cudaStream_t stream) {
   if constexpr (D == 64 || D == 128) {
     if (sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, NaPolicy>)) {
       if (sm90_bwd_fused() && p.workspace_bytes >= na_dq_acc_end(p)) {
-        // EFFATTN_SM90_BWD=fused128: 128-key CTAs at head dim 128 (every rank; pairs of key
-        // tiles along the last axis with more than one tile); D = 64 keeps 64-key CTAs.
+        // 128-key CTAs at head dim 128 (pairs of key tiles along the last axis with more than
+        // one tile; by default on 1D only, sm90_bwd_fused128); D = 64 keeps 64-key CTAs.
         if constexpr (D == 128) {
-          if (sm90_bwd_fused128()) return launch_na_backward_sm90_fused<T, D, true>(p, delta, sdelta, stream);
+          if (sm90_bwd_fused128(p.rank == 1)) return launch_na_backward_sm90_fused<T, D, true>(p, delta, sdelta, stream);
         }
         return launch_na_backward_sm90_fused<T, D>(p, delta, sdelta, stream);
       }

@@ -57,8 +57,8 @@ inline bool sm90_persist_enabled() {
   return on;
 }
 
-// SM90 backward: fused dK/dV/dQ pass with fp32 dQ atomics (default, EFFATTN_SM90_BWD=fused;
-// also true for fused128) or the split dK/dV + recomputing dQ passes (EFFATTN_SM90_BWD=split:
+// SM90 backward: fused dK/dV/dQ pass with fp32 dQ atomics (default; EFFATTN_SM90_BWD=fused
+// or fused128 pick its CTA size, see below) or the split dK/dV + recomputing dQ passes (EFFATTN_SM90_BWD=split:
 // bitwise deterministic).
 inline bool sm90_bwd_fused() {
   static const bool fused = [] {
@@ -68,15 +68,21 @@ inline bool sm90_bwd_fused() {
   return fused;
 }
 
-// EFFATTN_SM90_BWD=fused128: the fused pass with 128-key CTAs (two consumer warpgroups of 64
-// keys, attn_bwd_fused128_sm90_kernel) where it applies (head dim 128; block-sparse with
-// block_k = 128); the 64-key fused pass elsewhere. Same workspace as `fused`.
-inline bool sm90_bwd_fused128() {
-  static const bool on = [] {
+// Which fused pass runs at head dim 128: 128-key CTAs (two consumer warpgroups of 64 keys,
+// attn_bwd_fused128_sm90_kernel: half the dQ atomics and Q / dO loads per key) or 64-key
+// CTAs. Default (EFFATTN_SM90_BWD unset): 128 keys where the pair of key tiles shares its
+// query tiles — 1D neighborhoods and block-sparse block_k = 128 (H200: 1D K2049 12.5 vs
+// 12.9 ms, block-sparse density 0.5 36.7 vs 43.0 ms) — and 64 keys on 2D / 3D, where the
+// union of two tiles' query ranges wastes work (2D K13 1.43 vs 1.27 ms). `fused128` forces
+// 128 keys wherever it applies, `fused` forces 64.
+inline bool sm90_bwd_fused128(bool pair_shares_queries) {
+  static const int mode = [] {
     const char* v = std::getenv("EFFATTN_SM90_BWD");
-    return v != nullptr && std::strcmp(v, "fused128") == 0;
+    if (v != nullptr && std::strcmp(v, "fused128") == 0) return 1;
+    if (v != nullptr && std::strcmp(v, "fused") == 0) return 0;
+    return -1;
   }();
-  return on;
+  return mode < 0 ? pair_shares_queries : mode == 1;
 }
 
 // True when the current device is Hopper and `kernel` was compiled as sm_90a machine code

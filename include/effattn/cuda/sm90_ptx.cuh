@@ -371,38 +371,6 @@ __device__ __forceinline__ void red_add_v2_f32(float* p, float a, float b) {
 #endif
 }
 
-// Bulk (TMA-unit, non-tensor) reduction: dst[0 .. bytes / 4) += shared fp32 at src; 16-byte
-// aligned, bytes a multiple of 16. Completion through this thread's bulk async-groups.
-__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
-#ifdef EFFATTN_SM90_ENABLED
-  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src),
-               "r"(bytes)
-               : "memory");
-#endif
-}
-
-__device__ __forceinline__ void bulk_commit() {
-#ifdef EFFATTN_SM90_ENABLED
-  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-#endif
-}
-
-// Waits until at most N of this thread's bulk groups still read their shared source.
-template <int N>
-__device__ __forceinline__ void bulk_wait_read() {
-#ifdef EFFATTN_SM90_ENABLED
-  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
-#endif
-}
-
-// Waits until at most N of this thread's bulk groups are incomplete.
-template <int N>
-__device__ __forceinline__ void bulk_wait() {
-#ifdef EFFATTN_SM90_ENABLED
-  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
-#endif
-}
-
 // ---- int8 additions (csrc/kernels/estimate_int8_sm90.cu) ---------------------------------
 
 template <int N>
