@@ -41,7 +41,8 @@ struct BwdFusedArgs : BwdArgs {
   float* dq_acc;
   CoreStrides sdqa;
   // Timing probes (EFFATTN_BWD_PROBE, wrong results; diagnosis only): 1 no dQ atomics,
-  // 2 no P^T / dS^T element-wise work, 8 no Q / dO loads, 16 no masks.
+  // 2 no P^T / dS^T element-wise work, 8 no Q / dO loads, 16 no masks; 32 selects
+  // the 4-wide dQ atomics (correct; A/B timing).
   int probe = 0;
 };
 
@@ -154,6 +155,29 @@ __device__ __forceinline__ void sm90_bwd_red_dq(float* dq_acc, const float (&dq)
     float* row = dq_acc + o + col0 + qid * 2;
 #pragma unroll
     for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
+  }
+}
+
+// Same block with half as many atomics: lanes qid, qid ^ 1 swap halves so that the even
+// lane holds 4 consecutive columns of row qr0 and the odd lane those of row qr0 + 8.
+__device__ __forceinline__ void sm90_bwd_red_dq_v4(float* dq_acc, const float (&dq)[32], int64_t o0, int64_t o1,
+                                                   int col0, int qid) {
+  const bool odd = qid & 1;
+  const int64_t o = odd ? o1 : o0;
+  float* row = dq_acc + o + col0 + (qid & 2) * 2;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    // Even lanes send their row-qr0+8 pair and keep row qr0; odd lanes the other way round.
+    const float s0 = odd ? dq[4 * n] : dq[4 * n + 2];
+    const float s1 = odd ? dq[4 * n + 1] : dq[4 * n + 3];
+    const float r0 = __shfl_xor_sync(0xffffffffu, s0, 1);
+    const float r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
+    const float k0 = odd ? dq[4 * n + 2] : dq[4 * n];
+    const float k1 = odd ? dq[4 * n + 3] : dq[4 * n + 1];
+    if (o >= 0) {
+      if (odd) sm90::red_add_v4_f32(row + n * 8, r0, r1, k0, k1);
+      else sm90::red_add_v4_f32(row + n * 8, k0, k1, r0, r1);
+    }
   }
 }
 
@@ -563,7 +587,10 @@ __global__ void __launch_bounds__(384, 1)
     sm90::fence_regs(dq);
     if (!(args.probe & 1)) {
       const int64_t* dqo = dqo_all + slot * R;
-      sm90_bwd_red_dq(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
+      if (args.probe & 32)
+        sm90_bwd_red_dq_v4(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
+      else
+        sm90_bwd_red_dq(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
     }
     const bool mask_after = prepare(it + 2);
     sm90::wgmma_wait<0>();

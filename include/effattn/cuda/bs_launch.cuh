@@ -296,6 +296,7 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           fa.sdqa.token[1] = 0;
           fa.sdqa.token[2] = 0;
           fa.sdqa.batch = vl ? 0 : p.q_tokens * p.heads * p.head_dim;
+          fa.probe = bwd_probe_from_env();
           if constexpr (D == 128) {
             // block_k = 128: one 128-key CTA per key block (its two 64-key tiles share the
             // query list; default, sm90_bwd_fused128); other block sizes keep 64-key CTAs.

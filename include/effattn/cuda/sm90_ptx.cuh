@@ -371,6 +371,14 @@ __device__ __forceinline__ void red_add_v2_f32(float* p, float a, float b) {
 #endif
 }
 
+// Same for four consecutive floats (16-byte aligned).
+__device__ __forceinline__ void red_add_v4_f32(float* p, float a, float b, float c, float d) {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+#endif
+}
+
 // ---- int8 additions (csrc/kernels/estimate_int8_sm90.cu) ---------------------------------
 
 template <int N>
