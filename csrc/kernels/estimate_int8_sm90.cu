@@ -53,12 +53,26 @@ constexpr int kOffFlags = kOffInfo + kPass3Tiles * 64 * 16;  // int [2][kPass3Ti
 constexpr int kOffBars = kOffFlags + 2 * kPass3Tiles * 4;    // full[kRing], empty[kRing]
 constexpr int kSmemSm90 = kOffBars + 2 * kRing * 8 + 1024;
 static_assert(kWgTiles == 4, "the unit pipeline below alternates 2 accumulator sets over 4 tiles");
+static_assert(kSmemSm90 <= 227 * 1024, "estimate_sm90: shared memory");
+// setmaxnreg only moves registers inside the CTA's launch allocation: 384 threads x 168
+// (__launch_bounds__(384, 1) on 64 K registers; ptxas -v: "Used 168 registers") = 64512,
+// not 64 K. setmaxnreg.inc blocks until the registers it asks for are free, so the former
+// 128 x 48 + 256 x 232 = 65536 > 64512 never let the consumers' increase complete: they never
+// reached their first `full` wait, the producer filled the ring and waited on `empty` forever
+// (the hang on the first call). Same budget and split as lightning_pass_v3.cuh
+// (attn_bwd_sm90_fused.cuh asserts the same bound): 56 / 224 build without spills (ptxas -v),
+// while 40 / 232 spills the producer's 64-bit address arithmetic. estimate_sm90_usable checks
+// the built kernel's allocation.
+constexpr int kLaunchRegs = 168;  // 65536 / 384, rounded down to the allocation unit of 8
+constexpr int kProducerRegs = 56;
+constexpr int kConsumerRegs = 224;
+static_assert(kProducerRegs % 8 == 0 && kConsumerRegs % 8 == 0 && kProducerRegs >= 24 && kConsumerRegs <= 256,
+              "setmaxnreg: multiples of 8 in [24, 256]");
+static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreadsSm90 * kLaunchRegs,
+              "setmaxnreg: the warpgroups' registers must fit the launch allocation (384 x 168)");
 
 __global__ void __launch_bounds__(kThreadsSm90, 1) estimate_sm90_kernel(const EstArgs a, int gp, int span) {
 #ifdef EFFATTN_SM90_ENABLED
-  // 128 x producer + 256 x consumer registers <= 64 K (the consumers use ~215).
-  constexpr int kProducerRegs = 48;
-  constexpr int kConsumerRegs = 232;
   constexpr unsigned kAll = 0xffffffffu;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
@@ -241,6 +255,9 @@ __global__ void __launch_bounds__(kThreadsSm90, 1) estimate_sm90_kernel(const Es
     const int chunk = c.chunk_at(it);
     const int kb = chunk / cpb;
     sm90::mbar_wait(bar_full + 8 * s, (it / kRing) & 1);
+    // The stage was written by cp.async (generic proxy); wgmma reads it through the async
+    // proxy (as lightning_pass_v3.cuh). Ordering only, not part of the hang.
+    sm90::fence_proxy_async_smem();
     unsigned kept = 0;  // tiles whose key block the previous chunk kept (128-key blocks)
     if (cpb == 2 && (it & 1)) {
       sm90::named_bar_sync(1 + wg, 128);
@@ -285,7 +302,11 @@ __global__ void __launch_bounds__(kThreadsSm90, 1) estimate_sm90_kernel(const Es
 }  // namespace
 
 bool estimate_sm90_usable(const EstArgs& a) {
-  return a.head_dim == kD && sm90_kernel_usable(estimate_sm90_kernel);
+  if (a.head_dim != kD || !sm90_kernel_usable(estimate_sm90_kernel)) return false;
+  // A build allocating fewer than kLaunchRegs per thread would hang in setmaxnreg.inc (above):
+  // use the mma.sync kernel instead.
+  cudaFuncAttributes fa;
+  return cudaFuncGetAttributes(&fa, estimate_sm90_kernel) == cudaSuccess && fa.numRegs >= kLaunchRegs;
 }
 
 cudaError_t launch_estimate_sm90(const EstArgs& a, cudaStream_t stream) {
