@@ -168,7 +168,7 @@ def test_map_matches_cpu_from_the_same_quantized_values(case):
     assert_maps_match(nb.cpu(), idx.cpu(), nb_ref, idx_ref, margin_fn, block)
 
 
-# Pass 3 has two CUDA kernels, picked per call by EFFATTN_ESTIMATE_IMPL: mma.sync
+# Pass 3 has two CUDA kernels, picked per call by EFFATTN_ESTIMATE_IMPL (default wgmma where usable): mma.sync
 # (estimate_int8.cu) and, with "wgmma", the Hopper one (estimate_int8_sm90.cu) where it runs
 # (head_dim 128, sm_90a build on an sm_90 device; elsewhere "wgmma" runs the mma.sync kernel).
 # Both must give the same map. Cases: D = 128, in MAP_CASES' format, with their inputs
