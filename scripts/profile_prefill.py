@@ -8,9 +8,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from effattn import block_sparse_attention, block_mask_to_indices, indices_to_block_mask
+from effattn import block_sparse_attention, indices_to_block_mask
 from effattn.bench.synthetic import llm_like_qkv
-from effattn.sparse_prefill import block_density, estimate_block_mask
+from effattn.sparse_prefill import block_density, coarsen_block_map, estimate_block_mask
 
 
 def timed(fn, reps=5):
@@ -40,14 +40,6 @@ def kernel_table(fn):
         torch.cuda.synchronize()
     rows = [(e.key[:70], e.device_time_total / 1e3) for e in prof.key_averages() if e.device_time_total > 0]
     return "\n".join(f"    {name:<70} {ms:8.3f} ms" for name, ms in sorted(rows, key=lambda r: -r[1])[:8])
-
-
-def coarsen(mask, factor):
-    """A 128-block is kept when any of its 64-sub-blocks is."""
-    b, h, mq, mk = mask.shape
-    pad = (0, (-mk) % factor, 0, (-mq) % factor)
-    m = F.pad(mask.float(), pad)
-    return F.max_pool2d(m.flatten(0, 1)[:, None], factor)[:, 0].unflatten(0, (b, h)) > 0
 
 
 def sampled_recall(q, k, mask, rows, block):
@@ -86,8 +78,7 @@ def main():
             mask = indices_to_block_mask(num, idx, (n + 63) // 64)
             att64 = timed(lambda: block_sparse_attention(q, k, v, kv_num_blocks=num, kv_indices=idx,
                                                          block_size=(64, 64), is_causal=True))
-            mask128 = coarsen(mask, 2)
-            num128, idx128 = block_mask_to_indices(mask128)
+            num128, idx128 = coarsen_block_map(num, idx, (n + 63) // 64, 2)
             d128 = block_density(num128, n, (128, 128)).mean().item()
             att128 = timed(lambda: block_sparse_attention(q, k, v, kv_num_blocks=num128, kv_indices=idx128,
                                                           block_size=(128, 128), is_causal=True))

@@ -171,3 +171,21 @@ def test_accuracy_harness_reports_both_estimators_at_equal_density():
     assert ours["needle_retrieval"] == 1.0 and ours["mass_recall"] > 0.9
     assert ours["rel_l1_error"] < pooled["rel_l1_error"]
     assert "| 0.01 | effattn int8 |" in format_accuracy(rows)
+
+
+def test_attention_on_a_coarsened_map_keeps_every_estimated_block(llm):
+    from effattn.sparse_prefill import coarsen_block_map
+
+    q, k, v, _ = llm
+    nb, idx = effattn.estimate_block_mask(q, k, 1e-2)
+    fine = effattn.indices_to_block_mask(nb, idx, math.ceil(N / 64))
+    nb2, idx2 = coarsen_block_map(nb, idx, math.ceil(N / 64), 2)
+    coarse = effattn.indices_to_block_mask(nb2, idx2, math.ceil(N / 128))
+    covered = coarse.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :fine.shape[2], :fine.shape[3]]
+    assert not (fine & ~covered).any()
+    out = effattn.sparse_prefill_attention(q, k, v, 1e-2, attention_block_size=(128, 128))
+    expected = effattn.block_sparse_attention(q, k, v, kv_num_blocks=nb2, kv_indices=idx2, block_size=(128, 128),
+                                              is_causal=True)
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="attention_block_size"):
+        effattn.sparse_prefill_attention(q, k, v, 1e-2, attention_block_size=(96, 128))

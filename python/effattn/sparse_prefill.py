@@ -132,13 +132,33 @@ def block_density(kv_num_blocks, seq_len, block_size, is_causal=True):
     return kv_num_blocks.float().sum(-1).mean(0) / live
 
 
+def coarsen_block_map(kv_num_blocks, kv_indices, num_k_blocks, factor):
+    """The block map at `factor` times the block size: a coarse block is kept when any of its
+    fine blocks is (a superset of the fine map's entries). Returns (kv_num_blocks, kv_indices)."""
+    from .block_sparse import block_mask_to_indices, indices_to_block_mask
+
+    mask = indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks)
+    b, h, mq, mk = mask.shape
+    pad = torch.nn.functional.pad(mask, (0, (-mk) % factor, 0, (-mq) % factor))
+    coarse = pad.unflatten(2, (-1, factor)).unflatten(4, (-1, factor)).any(dim=5).any(dim=3)
+    return block_mask_to_indices(coarse)
+
+
 def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_tokens=None, local_tokens=256,
-                             is_causal=True, scale=None, return_stats=False):
+                             is_causal=True, scale=None, return_stats=False, attention_block_size=None):
     """Estimate the block map, then run block-sparse attention on it. With return_stats=True
-    also returns {"density": [H], "estimate_ms", "attention_ms"} (times on CUDA only)."""
+    also returns {"density": [H], "estimate_ms", "attention_ms"} (times on CUDA only).
+    `attention_block_size` (default: block_size) runs the attention on the map coarsened to
+    that block size — e.g. (128, 128) from a 64x64 estimate, for Hopper's attention core,
+    which needs 128-row query blocks (a superset of the estimated blocks, so never less
+    accurate); "density" stays the estimated map's."""
     from .block_sparse import block_sparse_attention
 
     block_size, sink_tokens = _defaults(block_size, sink_tokens, is_causal)
+    attn_size = block_size if attention_block_size is None else _defaults(attention_block_size, 0, False)[0]
+    if any(a % b for a, b in zip(attn_size, block_size)) or attn_size[0] // block_size[0] != attn_size[1] // block_size[1]:
+        raise ValueError(f"attention_block_size must be the same multiple of block_size on both axes, got "
+                         f"{tuple(attn_size)} for block_size {tuple(block_size)}")
     timed = return_stats and q.is_cuda
     if timed:
         events = [torch.cuda.Event(enable_timing=True) for _ in range(3)]
@@ -147,8 +167,12 @@ def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_token
                                                     local_tokens, is_causal, scale=scale)
     if timed:
         events[1].record()
-    out = block_sparse_attention(q, k, v, kv_num_blocks=kv_num_blocks, kv_indices=kv_indices,
-                                 block_size=tuple(block_size), is_causal=is_causal, scale=scale)
+    attn_num, attn_idx = kv_num_blocks, kv_indices
+    if tuple(attn_size) != tuple(block_size):
+        attn_num, attn_idx = coarsen_block_map(kv_num_blocks, kv_indices, math.ceil(q.shape[1] / block_size[1]),
+                                               attn_size[0] // block_size[0])
+    out = block_sparse_attention(q, k, v, kv_num_blocks=attn_num, kv_indices=attn_idx,
+                                 block_size=tuple(attn_size), is_causal=is_causal, scale=scale)
     if not return_stats:
         return out
     stats = {"density": block_density(kv_num_blocks, q.shape[1], block_size, is_causal)}
