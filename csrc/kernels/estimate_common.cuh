@@ -98,7 +98,7 @@ struct EstArgs {
 // Host: fills the workspace pointers of `a` from `base` (nullptr: sizes only); returns bytes.
 size_t layout_workspace(EstArgs& a, void* base);
 
-// ---- Pass 3 work split (estimate_int8_sm90.cu; estimate_int8.cu has the same inline) ------
+// ---- Pass 3 work split (estimate_int8.cu and estimate_int8_sm90.cu) ----------------------
 // A CTA owns kPass3Tiles tiles of 64 query rows: G' query heads of one kv head (G' = 8, 4, 2
 // or 1, the largest dividing the group with T = 512 / G' >= block_q) x a span of T tokens;
 // tile w = query head w / (T / 64) of the G', rows t0 + (w % (T / 64)) * 64 ... + 63. The CTA
