@@ -1,5 +1,6 @@
 // Work split of the CUDA smooth_quantize kernels (estimate_quant.cu), host/device so that a
-// host-side check (tests/cpp/test_estimate_tiling.cpp) runs the same index math.
+// host-side check (tests/cuda/estimate_prepass_check.cpp, run by scripts/check_estimate_prepass.sh)
+// runs the same index math.
 //
 // x [B, N, H, D] is read as B x N token rows of `cols` = H * D elements; a kernel loads a row
 // as `nv` = cols / V vectors of V elements (one 16-byte load each, or V = 1). A CTA of
