@@ -98,6 +98,81 @@ struct EstArgs {
 // Host: fills the workspace pointers of `a` from `base` (nullptr: sizes only); returns bytes.
 size_t layout_workspace(EstArgs& a, void* base);
 
+// ---- Pass 2 geometry (estimate_stats.cu; host-checked by tests/cuda/estimate_prepass_check.cpp)
+// The 64-key chunks the statistics of query rows [r0, r0 + 64) visit, in this order:
+// [0, ns) (sink), then [c0, hi] (local window and diagonal blocks; c0 >= ns, empty if c0 > hi).
+// Rows past N: nothing.
+struct StatsChunks {
+  int ns = 0, c0 = 1, hi = 0;
+};
+
+EFFATTN_HOST_DEVICE StatsChunks stats_chunks(const MapGeometry& g, int r0) {
+  StatsChunks L;
+  if (r0 >= g.n) return L;
+  const int r1 = r0 + 64 < g.n ? r0 + 64 : g.n;
+  const int lim = g.causal ? r1 : g.n;
+  const int sink_keys = g.sink < lim ? g.sink : lim;
+  L.ns = (sink_keys + kChunkKeys - 1) / kChunkKeys;
+  int lo_tok = g.local > 0 ? (r0 - g.local + 1 > 0 ? r0 - g.local + 1 : 0) : r0;
+  const int diag0 = (r0 / g.block_k) * g.block_k;
+  lo_tok = lo_tok < diag0 ? lo_tok : diag0;
+  int hi_tok = r1 - 1;
+  if (!g.causal) {
+    const int dend = ((r1 - 1) / g.block_k + 1) * g.block_k - 1;
+    hi_tok = g.n - 1 < dend ? g.n - 1 : dend;
+    if (g.local > 0) {
+      const int wend = g.n - 1 < r1 - 1 + g.local - 1 ? g.n - 1 : r1 - 1 + g.local - 1;
+      hi_tok = hi_tok > wend ? hi_tok : wend;
+    }
+  }
+  L.c0 = lo_tok / kChunkKeys > L.ns ? lo_tok / kChunkKeys : L.ns;
+  L.hi = hi_tok / kChunkKeys;
+  return L;
+}
+
+EFFATTN_HOST_DEVICE bool stats_visits(const StatsChunks& L, int c) { return c < L.ns || (c >= L.c0 && c <= L.hi); }
+
+// The first chunk >= c that L visits; kNoChunk if none.
+constexpr int kNoChunk = 0x7fffffff;
+EFFATTN_HOST_DEVICE int stats_next(const StatsChunks& L, int c) {
+  if (c < L.ns) return c;
+  const int x = c > L.c0 ? c : L.c0;
+  return x <= L.hi ? x : kNoChunk;
+}
+
+// The always-kept keys of query row i, as key c is kept iff c < sink_hi or lo <= c <= hi: the
+// CPU op's test (visible, and sink, local window or i's diagonal key block) rewritten as
+// intervals, for every key c >= 0 including the zero-filled ones past N (MapGeometry's sink and
+// local are clamped to [0, n]). Rows past N keep nothing.
+struct RowKeep {
+  int sink_hi = 0, lo = 1, hi = 0;
+};
+
+EFFATTN_HOST_DEVICE RowKeep row_keep(const MapGeometry& g, int i) {
+  RowKeep k;
+  if (i >= g.n) return k;
+  const int diag_lo = (i / g.block_k) * g.block_k;
+  const int win_lo = i - g.local + 1;  // local > 0: the window's first key (may be < 0)
+  k.lo = g.local > 0 && win_lo < diag_lo ? win_lo : diag_lo;
+  if (g.causal) {  // window [i - local + 1, i], diagonal block up to i, sinks up to i
+    k.hi = i;
+    k.sink_hi = g.sink < i + 1 ? g.sink : i + 1;
+  } else {  // window (i - local, i + local), the whole diagonal block, keys < N
+    const int diag_hi = diag_lo + g.block_k - 1, win_hi = i + g.local - 1;
+    const int hi = g.local > 0 && win_hi > diag_hi ? win_hi : diag_hi;
+    k.hi = hi < g.n - 1 ? hi : g.n - 1;
+    k.sink_hi = g.sink < g.n ? g.sink : g.n;
+  }
+  return k;
+}
+
+EFFATTN_HOST_DEVICE bool row_keeps(const RowKeep& k, int c) { return c < k.sink_hi || (c >= k.lo && c <= k.hi); }
+
+// Every key of [c, c + kChunkKeys) is kept for the row.
+EFFATTN_HOST_DEVICE bool row_keeps_chunk(const RowKeep& k, int c) {
+  return c + kChunkKeys - 1 < k.sink_hi || (c >= k.lo && c + kChunkKeys - 1 <= k.hi);
+}
+
 // ---- Pass 3 work split (estimate_int8.cu and estimate_int8_sm90.cu) ----------------------
 // A CTA owns kPass3Tiles tiles of 64 query rows: G' query heads of one kv head (G' = 8, 4, 2
 // or 1, the largest dividing the group with T = 512 / G' >= block_q) x a span of T tokens;

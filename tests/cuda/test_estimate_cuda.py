@@ -61,6 +61,17 @@ QUANT_CASES = [  # (B, N, H, D, quant_block, dtype)
     (1, 1000, 4, 128, 128, torch.bfloat16),
     (2, 301, 2, 48, 5, torch.float64),  # D not a multiple of 32, odd quantization block
     (1, 1, 2, 64, 1, torch.float32),     # a single token: x - mean == 0
+    # quantize_vec_kernel's other shapes (estimate_quant_tiling.h's plan_quantize): a row slot of
+    # 24 threads (groups of 8 lanes straddle warps) and N past 8 CTAs per SM x R rows, so CTAs
+    # sweep two rows each (the kOne loop's two-ahead prefetch across iterations); two column
+    # tiles (H D / 16 = 320 vectors > 256); one 16-byte vector per head (kVecs 1); 16 lanes per
+    # head (D 256). Then H D not a multiple of 8 elements: column sums of one element per thread
+    # and quantize_rows_kernel.
+    (1, 12000, 3, 128, 1, torch.bfloat16),
+    (1, 300, 40, 128, 4, torch.float16),
+    (1, 200, 2, 8, 1, torch.bfloat16),
+    (1, 129, 3, 256, 2, torch.bfloat16),
+    (2, 77, 3, 5, 1, torch.float16),
 ]
 
 
@@ -82,6 +93,21 @@ def test_quantization_matches_cpu(case):
     assert (q8.int() - ref8.int()).abs().max().item() <= 1
     assert (q8 != ref8).float().mean().item() <= 1e-3
     assert torch.allclose(scale, ref_scale, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_quantization_of_misaligned_input(dtype):
+    """x contiguous but not 16-byte aligned (a view one element into its storage): the column
+    sums load one element per thread and quantize_rows_kernel runs; same results as aligned."""
+    batch, n, heads, dim = 1, 300, 4, 64
+    flat = (torch.randn(batch * n * heads * dim + 1) * 2 + 0.5).to(dtype).to(DEVICE)
+    x = flat[1:].view(batch, n, heads, dim)
+    assert x.is_contiguous() and (DEVICE != "cuda" or x.data_ptr() % 16 != 0)
+    for quant_block in (1, 7):
+        a = ops.smooth_quantize(x, quant_block, 8)
+        b = ops.smooth_quantize(x.clone(), quant_block, 8)  # a fresh, aligned copy
+        assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]), quant_block
+        assert torch.equal(a[0], b[0]), quant_block
 
 
 def test_quantization_of_non_contiguous_input():
