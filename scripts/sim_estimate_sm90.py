@@ -19,7 +19,10 @@ Modelled, per CTA (one producer warpgroup, two consumer warpgroups, 4 warps each
     with a random oracle for "this warp's rows keep this (tile, chunk)", the map must equal the
     OR of the oracle over each key block whatever the interleaving.
 The kernel's loop is transcribed by hand below (consumer(), producer()); the constants are read
-from the source file. Exits non-zero on a deadlock or a violated assertion.
+from the source file, and so is the kernel's protocol (PROTOCOL: the order of its wgmma issues,
+waits, checks, barrier arrivals and head() calls, the parities of its barrier waits, its stage
+index), which must equal the transcription's: an edit of the kernel's protocol fails here until
+the transcription follows it. Exits non-zero on a deadlock, a violated assertion or a drift.
     python scripts/sim_estimate_sm90.py [--runs 3000] [--seed 0]"""
 import argparse
 import os
@@ -30,8 +33,52 @@ import sys
 SRC = os.path.join(os.path.dirname(__file__), "..", "csrc", "kernels", "estimate_int8_sm90.cu")
 
 
+# The protocol statements of v2's source, in order, that consumer() and producer() transcribe:
+# the consumer loop and its tail, then the barrier waits (parities), the cp.async arrival and the
+# stage indices. Keep in step with the transcription below.
+PROTOCOL = [
+    "cur = head(0)", "for (int it = 0; it < n; ++it)",
+    "wgmma_wait<0>", "issue(accA, qf[0], cur.s)",
+    "if (it > 0) {", "if (prev.act & 8u) check_in(3, accB, prev)", "mbar_arrive(bar_empty + 8 * prev.s)",
+    "issue(accB, qf[1], cur.s)", "wgmma_wait<1>", "fence_regs(accA)", "if (cur.act & 1u) check_in(0, accA, cur)",
+    "issue(accA, qf[2], cur.s)", "wgmma_wait<1>", "fence_regs(accB)", "if (cur.act & 2u) check_in(1, accB, cur)",
+    "issue(accB, qf[3], cur.s)", "wgmma_wait<1>", "fence_regs(accA)", "if (cur.act & 4u) check_in(2, accA, cur)",
+    "if (it + 1 < n) cur = head(it + 1)", "wgmma_wait<0>", "fence_regs(accB)",
+    "if (prev.act & 8u) check_in(3, accB, prev)", "mbar_arrive(bar_empty + 8 * prev.s)",
+    "if (it >= kRing) sm90::mbar_wait(bar_empty + 8 * s, ((it / kRing) + 1) & 1);",
+    "mbar_wait(bar_full + 8 * h.s, (it / kRing) & 1);",
+    "mbar_arrive_cp_async(bar_full + 8 * s);",
+    "const int s = it % kRing;", "h.s = it & (kRing - 1);",
+]
+
+
+def protocol_of(text):
+    """PROTOCOL's statements as they appear in the v2 kernel of `text` (estimate_int8_sm90.cu)."""
+    v2 = text[text.index("namespace v2 {"):text.index("}  // namespace v2")]
+    loop = v2[v2.index("Chunk cur = head(0), prev;"):v2.index("#else")]
+    pat = (r"for \(int it = 0; it < n; \+\+it\)|wgmma_wait<\d+>|(?:if \([^;{]*\) )?issue\(acc\w+, qf\[\d+\], [\w.]+\)|"
+           r"if \(it > 0\) \{|if \((?:cur|prev)\.act & \w+\) check_in\([^;]*\)|check_in\([^;]*\)|"
+           r"fence_regs\(acc\w+\)|mbar_arrive\(bar_empty[^;]*\)|(?:if \(it \+ 1 < n\) )?cur = head\([^;]*\)")
+    out = re.findall(pat, loop)
+    out += re.findall(r"(?:if \(it >= kRing\) sm90::)?mbar_wait\(bar_empty[^;]*;", v2)
+    out += re.findall(r"mbar_wait\(bar_full[^;]*;", v2)
+    out += re.findall(r"mbar_arrive_cp_async\([^;]*;", v2)
+    out += re.findall(r"(?:const int s|h\.s) = it[^;]*;", v2)
+    return out
+
+
+def check_protocol(text):
+    got = protocol_of(text)
+    if got != PROTOCOL:
+        diff = next((i for i, (a, b) in enumerate(zip(got, PROTOCOL)) if a != b), min(len(got), len(PROTOCOL)))
+        raise Fail(f"the v2 kernel's protocol differs from the simulation's transcription at statement {diff}: "
+                   f"source {got[diff:diff + 2]}, transcription {PROTOCOL[diff:diff + 2]} (update consumer() / "
+                   f"producer() and PROTOCOL together)")
+
+
 def constants():
     text = open(SRC).read()
+    check_protocol(text)
     get = lambda name: int(re.search(rf"constexpr int {name} = (\d+);", text).group(1))  # noqa: E731
     v2 = text[text.index("namespace v2 {"):]
     full = int(re.search(r"mbar_init\(bar_full \+ 8 \* s, (\d+)\)", v2).group(1))
@@ -316,7 +363,11 @@ def main():
                          "split of the first hang, nowait = no wait<0> around the back edge, early_release "
                          "= release a stage before its last check")
     args = ap.parse_args()
-    cfg = constants()
+    try:
+        cfg = constants()
+    except Fail as e:
+        print(f"FAIL: {e}")
+        return 1
     if args.mutate == "regs":
         cfg.update(prod=48, cons=232)
     print("constants:", cfg)
