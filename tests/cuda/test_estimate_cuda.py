@@ -6,8 +6,10 @@
   row layout included (kept blocks increasing, then zeros), except blocks decided by entries
   within rounding of the threshold (the CPU test's tie rule: the block's best margin in the
   reference is within 1e-3 of 0).
-- pass 3's two kernels (EFFATTN_ESTIMATE_IMPL=mma / =wgmma, head_dim 128): the same map bit
-  for bit, and the wgmma setting really runs the Hopper kernel on sm_90 (profiler).
+- pass 3's four kernels (EFFATTN_ESTIMATE_IMPL=mma / =wgmma1 / =wgmma / =wgmma2u, head_dim
+  128): the same map bit for bit, and the wgmma settings really run the Hopper kernels on
+  sm_90 (profiler: estimate_sm90_kernel for wgmma1, estimate_sm90_v2_kernel<1> for wgmma,
+  <2> for wgmma2u).
 Odd N, GQA groups 1/2/3/4/8, block sizes 64/128 on each side, per-token / per-block / odd
 quantization blocks, causal and not, per-head thresholds including 0 and 1e30. Freed memory
 is poisoned with NaN before each run, so unwritten outputs show up.
@@ -194,10 +196,10 @@ def test_map_matches_cpu_from_the_same_quantized_values(case):
     assert_maps_match(nb.cpu(), idx.cpu(), nb_ref, idx_ref, margin_fn, block)
 
 
-# Pass 3 has two CUDA kernels, picked per call by EFFATTN_ESTIMATE_IMPL (default wgmma where usable): mma.sync
-# (estimate_int8.cu) and, with "wgmma", the Hopper one (estimate_int8_sm90.cu) where it runs
-# (head_dim 128, sm_90a build on an sm_90 device; elsewhere "wgmma" runs the mma.sync kernel).
-# Both must give the same map. Cases: D = 128, in MAP_CASES' format, with their inputs
+# Pass 3 has four CUDA kernels, picked per call by EFFATTN_ESTIMATE_IMPL (default wgmma where usable): mma.sync
+# (estimate_int8.cu) and, with "wgmma" / "wgmma2u" / "wgmma1", the Hopper ones (estimate_int8_sm90.cu:
+# v2, the default, / v2 with its chunk loop unrolled by 2 / v1) where they run (head_dim 128, sm_90a
+# build on an sm_90 device; elsewhere they run the mma.sync kernel). All must give the same map. Cases: D = 128, in MAP_CASES' format, with their inputs
 # (llm_like_qkv, or randn: also where llm_like_qkv needs more tokens).
 IMPL_CASES = [
     ((2, 1100, 8, 1, 128, (64, 128), 1, 64, 256, True, torch.bfloat16, [1e-4] * 8, None), "llm_like"),  # G = 8
@@ -219,8 +221,8 @@ def make_qk_randn(case, seed=0):
 
 @pytest.mark.parametrize("case, inputs", IMPL_CASES, ids=lambda c: map_id(c) if isinstance(c, tuple) else c)
 def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
-    """EFFATTN_ESTIMATE_IMPL=mma and =wgmma in one process: the same map bit for bit, and the
-    CPU op's (up to its ties)."""
+    """EFFATTN_ESTIMATE_IMPL=mma, =wgmma1, =wgmma and =wgmma2u in one process: the same map bit
+    for bit, and the CPU op's (up to its ties)."""
     _, n, h, _, d, block, quant_block, sink, local, causal, _, taus, scale = case
     q, k = make_qk(case) if inputs == "llm_like" else make_qk_randn(case)
     qq, kq = ops.smooth_quantize(q, quant_block, 8), ops.smooth_quantize(k, quant_block, 8)
@@ -228,14 +230,17 @@ def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
     args = (*block, quant_block, sink, local, causal, scale)
     on_device = [t.to(DEVICE) for t in (q, k, *qq, *kq, log_tau)]
     maps = {}
-    for impl in ("mma", "wgmma"):
+    for impl in ("mma", "wgmma1", "wgmma", "wgmma2u"):
         monkeypatch.setenv("EFFATTN_ESTIMATE_IMPL", impl)  # read by the launcher at every call
         poison_memory()
         maps[impl] = [t.cpu() for t in ops.estimate_block_mask(*on_device, *args)]
-    (nb, idx), (nb_w, idx_w) = maps["mma"], maps["wgmma"]
-    assert torch.equal(nb_w, nb)
+    (nb, idx) = maps["mma"]
     live = torch.arange(idx.shape[-1]) < nb[..., None].long()
-    assert torch.equal(idx_w[live], idx[live])
+    for impl in ("wgmma1", "wgmma", "wgmma2u"):
+        nb_w, idx_w = maps[impl]
+        assert torch.equal(nb_w, nb), impl
+        assert torch.equal(idx_w[live], idx[live]), impl
+    nb_w, idx_w = maps["wgmma"]
     nb_ref, idx_ref = ops.estimate_block_mask(q, k, *qq, *kq, log_tau, *args)
     margin_fn = lambda: estimate_block_mask_reference(  # noqa: E731
         q, k, qq, kq, log_tau, block, quant_block, sink, local, causal, scale)[1]
@@ -243,8 +248,9 @@ def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
 
 
 def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
-    """The kernel that runs, by name (profiler): =mma never the Hopper kernel, =wgmma the Hopper
-    kernel estimate_sm90_kernel on an sm_90 device (D = 128)."""
+    """The kernel that runs, by name (profiler): =mma never a Hopper kernel; on an sm_90 device
+    (D = 128) =wgmma the Hopper kernel estimate_sm90_v2_kernel<1>, =wgmma2u
+    estimate_sm90_v2_kernel<2> and =wgmma1 estimate_sm90_kernel (v1)."""
     if DEVICE != "cuda":
         pytest.skip("profiles CUDA kernels")
     case = IMPL_CASES[0][0]
@@ -265,7 +271,14 @@ def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
     names = kernels_run("wgmma")
     if torch.cuda.get_device_capability() != (9, 0) or os.environ.get("EFFATTN_FORCE_SM80", "0") not in ("", "0"):
         pytest.skip("the wgmma kernel runs on sm_90 only (and not under EFFATTN_FORCE_SM80)")
-    assert any("estimate_sm90" in x for x in names), names
+    v2 = lambda u, xs: any(f"estimate_sm90_v2_kernel<{u}>" in x or f"estimate_sm90_v2_kernelILi{u}E" in x  # noqa: E731
+                           for x in xs)  # demangled or not
+    assert v2(1, names), names
+    names = kernels_run("wgmma2u")
+    assert v2(2, names), names
+    names = kernels_run("wgmma1")
+    assert any("estimate_sm90_kernel" in x for x in names), names
+    assert not any("estimate_sm90_v2_kernel" in x for x in names), names
 
 
 @pytest.mark.parametrize("case", [MAP_CASES[0], MAP_CASES[2], MAP_CASES[4]], ids=map_id)

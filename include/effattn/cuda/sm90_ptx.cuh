@@ -410,6 +410,25 @@ __device__ __forceinline__ void wgmma_m64n64k32_s8_rs(int (&d)[32], const uint32
 #endif
 }
 
+// Volatile shared-memory accesses by address (estimate_int8_sm90.cu's early-exit flags: read
+// and written without synchronisation; one instruction per access, 16 bytes for the vector).
+__device__ __forceinline__ int4 ld_volatile_shared_v4(uint32_t addr) {
+  int4 v;
+  asm volatile("ld.volatile.shared.v4.s32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ int ld_volatile_shared(uint32_t addr) {
+  int v;
+  asm volatile("ld.volatile.shared.s32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_volatile_shared(uint32_t addr, int v) {
+  asm volatile("st.volatile.shared.s32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+
 }  // namespace sm90
 }  // namespace cuda
 }  // namespace effattn
