@@ -44,15 +44,17 @@ namespace cuda {
 struct BwdFusedArgs : BwdArgs {
   float* dq_acc;
   CoreStrides sdqa;
-  int64_t dqt_batch = 0;  // floats (0: packed varlen, the slot includes the sequence)
-  int64_t dqt_head = 0;   // floats
-  int64_t dqt_slots = 0;  // slots per (b, head)
   // Timing probes (EFFATTN_BWD_PROBE, wrong results; diagnosis only): 1 no dQ accumulation
   // (neither atomics nor staging / bulk reductions), 2 no P^T / dS^T element-wise work, 8 no
   // Q / dO loads, 16 no masks, 64 tile-contiguous dQ staged in shared memory but no bulk
   // reduction issued; 32 selects the 4-wide dQ atomics (correct; A/B timing; the launchers
   // then use the [B, tokens, H, D] accumulator).
   int probe = 0;
+  // Tile-contiguous layout (after probe so that the v7 fields keep their parameter offsets:
+  // the atomics kernels compile to main's code).
+  int64_t dqt_batch = 0;  // floats (0: packed varlen, the slot includes the sequence)
+  int64_t dqt_head = 0;   // floats
+  int64_t dqt_slots = 0;  // slots per (b, head)
 };
 
 inline int bwd_probe_from_env() {
@@ -413,7 +415,10 @@ __global__ void __launch_bounds__(256, 2)
 // during tile it + 1 after its barrier: each access is separated from the previous one by
 // a barrier. (Two slots and a lookahead of one would need a second barrier per tile or
 // computing the masks where the S^T / dP^T registers are live: 40 bytes of consumer spills.)
-template <int D>
+// kDqTiled: the layout has the two dQ staging images only where the kernel uses them, so the
+// atomics instantiation (EFFATTN_SM90_DQ=atomics, the v7 A/B baseline) keeps v7's offsets and
+// 172,072 B (the same L1 carveout as v7: the tiled 204,840 B leave ~28 KB of L1, not ~60 KB).
+template <int D, bool kDqTiled = true>
 struct Sm90BwdFused128Config {
   static_assert(D == 128, "SM90 128-key fused backward: head dim 128");
   static constexpr int kRows = 64;  // keys per consumer warpgroup; query rows per tile
@@ -427,16 +432,17 @@ struct Sm90BwdFused128Config {
   static constexpr int kDsBytes = 2 * kRows * kRows * 2;  // [128 keys][64 queries] 16-bit
   // K (two 64-key tiles), V (two), per stage Q and dO, two dS^T panels, two dQ staging images
   // (all multiples of 8 KB: 1024-aligned), per stage lse / delta, per half and slot the key
-  // masks and dQ offsets. 2 stages: 204,840 B (v7 without the staging: 172,072 B).
+  // masks and dQ offsets. 2 stages: 204,840 B (kDqTiled=false, v7: 172,072 B).
   static constexpr int kOffK = 0;                            // + half * kTile
   static constexpr int kOffV = 2 * kTile;                    // + half * kTile
   static constexpr int kOffQ = 4 * kTile;                    // + stage * kTile
   static constexpr int kOffDO = kOffQ + kStages * kTile;     // + stage * kTile
   static constexpr int kOffDS = kOffDO + kStages * kTile;    // + buffer * kDsBytes
   // dQ staging images of the tile-contiguous accumulator, one 16 KB block per half (1024-
-  // aligned like everything before it; the bulk copy needs 16).
+  // aligned like everything before it; the bulk copy needs 16); none without kDqTiled.
   static constexpr int kOffStg = kOffDS + 2 * kDsBytes;      // + half * kDqBlockBytes
-  static constexpr int kOffRows = kOffStg + 2 * kDqBlockBytes;  // + stage * kRowBytes
+  static constexpr int kStgBytes = kDqTiled ? 2 * kDqBlockBytes : 0;
+  static constexpr int kOffRows = kOffStg + kStgBytes;       // + stage * kRowBytes
   static constexpr int kRowBytes = kRows * (4 + 4);
   static constexpr int kSlots = 3;  // mask / dQ-offset slots per half (lookahead 2)
   static constexpr int kOffMask = kOffRows + kStages * kRowBytes;     // uint64 [2 halves][3][kRows]
@@ -463,7 +469,7 @@ template <typename T, int D, class Policy, bool kDqTiled>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_fused128_sm90_kernel(const BwdFusedArgs args, const Policy policy) {
 #ifdef EFFATTN_SM90_ENABLED
-  using Cfg = Sm90BwdFused128Config<D>;
+  using Cfg = Sm90BwdFused128Config<D, kDqTiled>;
   constexpr int R = Cfg::kRows;
   constexpr int S = Cfg::kStages;
 

@@ -340,12 +340,14 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
             if (p.block_k == 128 && sm90_bwd_fused128(true)) {
               auto k128 = tiled ? attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, true>
                                 : attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, false>;
-              constexpr int kSmem128 = Sm90BwdFused128Config<D>::kSmem;
+              // Shared memory of the instantiation that runs (atomics: no staging images).
+              const int smem128 = tiled ? Sm90BwdFused128Config<D, true>::kSmem
+                                        : Sm90BwdFused128Config<D, false>::kSmem;
               const cudaError_t e =
-                  cudaFuncSetAttribute(k128, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem128);
+                  cudaFuncSetAttribute(k128, cudaFuncAttributeMaxDynamicSharedMemorySize, smem128);
               if (e != cudaSuccess) return e;
               const dim3 grid128((grid.x + 1) / 2, grid.y, grid.z);
-              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, kSmem128, stream>>>(fa, pol);
+              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, smem128, stream>>>(fa, pol);
               return cudaGetLastError();
             }
           }

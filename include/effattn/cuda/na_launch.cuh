@@ -319,14 +319,16 @@ cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta,
   a.dqt_batch = p.heads * a.dqt_head;
   a.probe = probe;
   if constexpr (k128) {
-    using Cfg128 = Sm90BwdFused128Config<D>;
+    // Shared memory of the instantiation that runs (the atomics one has no staging images).
+    using Cfg128 = Sm90BwdFused128Config<D, true>;
     auto kernel = tiled ? attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, true>
                         : attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, false>;
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg128::kSmem);
+    const int smem = tiled ? Cfg128::kSmem : Sm90BwdFused128Config<D, false>::kSmem;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
     const dim3 grid(static_cast<unsigned>(pol.num_k_pairs()), static_cast<unsigned>(p.kv_heads),
                     static_cast<unsigned>(p.batch));
-    kernel<<<grid, Cfg128::kThreads, Cfg128::kSmem, stream>>>(a, pol);
+    kernel<<<grid, Cfg128::kThreads, smem, stream>>>(a, pol);
   } else {
     auto kernel = attn_bwd_fused_sm90_kernel<T, D, NaPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
