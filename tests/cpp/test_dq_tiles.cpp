@@ -221,6 +221,26 @@ TEST(DqTileNumbering, Na1D) {
            "bench dilated causal");
 }
 
+TEST(DqTileNumbering, SizeGuard) {
+  // dq_tiles_size_ok (the launchers' choice of layout): slots of mostly padding rows fall back to
+  // the atomics once they cost more than 2x and 64 MiB; small or well-filled problems keep tiles.
+  using effattn::cuda::dq_tiles_size_ok;
+  auto ok = [](const NaPolicy& pol, int64_t B, int64_t H) {
+    const int64_t L = pol.geom.ax[0].length;
+    return dq_tiles_size_ok(B * H * pol.num_q_tiles() * dq_slot_floats(kD), B * L * H * kD);
+  };
+  // The benchmark axis: every slot full.
+  EXPECT_TRUE(ok(make_na(1, {32768, 1, 1}, {2049, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {6, 0, 0}, {6, 0, 0}), 2, 16));
+  // Dilation 2048 on 4096 tokens: 2 valid rows per 64-row slot (32x): atomics at B2 H16 ...
+  const NaPolicy sparse = make_na(1, {4096, 1, 1}, {2, 1, 1}, {2048, 1, 1}, {1, 1, 1}, {0, 0, 0}, {6, 0, 0}, {6, 0, 0});
+  EXPECT_EQ(sparse.num_q_tiles(), 2048);
+  EXPECT_FALSE(ok(sparse, 2, 16));
+  // ... but tiles on a small problem (B1 H1: 64 MiB of slack at most).
+  EXPECT_TRUE(ok(sparse, 1, 1));
+  EXPECT_TRUE(dq_tiles_size_ok(200, 100));
+  EXPECT_FALSE(dq_tiles_size_ok((int64_t(1) << 24) + 201, 100));
+}
+
 TEST(DqTileNumbering, Na2D3D) {
   std::mt19937 rng(12);
   for (int trial = 0; trial < 300; ++trial) {

@@ -218,10 +218,12 @@ inline size_t bs_dq_tiles_end(const BlockSparseParams& p) {
   return bs_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(bs_dq_tile_floats(p));
 }
 // Whether the 128-key kernel runs (head dim 128, block_k 128, sm90_bwd_fused128) with the
-// tile-contiguous accumulator (EFFATTN_SM90_DQ unset); the launcher also needs the fused path
+// tile-contiguous accumulator (EFFATTN_SM90_DQ unset, not too much larger than the dense one:
+// dq_tiles_size_ok, e.g. many short varlen sequences); the launcher also needs the fused path
 // itself and a workspace up to bs_dq_tiles_end.
 inline bool bs_dq_tiles_wanted(const BlockSparseParams& p) {
-  return p.head_dim == 128 && p.block_k == 128 && sm90_bwd_fused128(true) && sm90_bwd_dq_tiled();
+  return p.head_dim == 128 && p.block_k == 128 && sm90_bwd_fused128(true) && sm90_bwd_dq_tiled() &&
+         dq_tiles_size_ok(bs_dq_tile_floats(p), p.batch * p.q_tokens * p.heads * p.head_dim);
 }
 // Workspace end the fused backward wants (the larger layout where both may run).
 inline size_t bs_dq_workspace_end(const BlockSparseParams& p) {

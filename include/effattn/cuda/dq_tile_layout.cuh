@@ -55,5 +55,16 @@ __host__ __device__ __forceinline__ constexpr int64_t dq_slot_floats(int64_t hea
   return kDqTileRows * head_dim;
 }
 
+// Whether the launchers use the tile-contiguous accumulator of `tile_floats` instead of the
+// [B, tokens, H, D] one of `dense_floats` (both fp32): every slot holds 64 rows however few of
+// them are valid, so short NA dilation groups (1D L 4096, dilation 2048: 2 valid rows per slot)
+// or block-sparse varlen batches of many short sequences would need up to 64x the workspace
+// and move 64x the data through the bulk reductions. Tiles when they at most double the
+// accumulator, or add at most 2^24 floats (64 MiB: small problems keep the tiled path, which
+// the tests exercise); else the red.global atomics.
+__host__ __device__ __forceinline__ constexpr bool dq_tiles_size_ok(int64_t tile_floats, int64_t dense_floats) {
+  return tile_floats <= 2 * dense_floats || tile_floats - dense_floats <= (int64_t(1) << 24);
+}
+
 }  // namespace cuda
 }  // namespace effattn

@@ -280,12 +280,19 @@ inline int64_t na_dq_tile_floats(const NaParams& p) {
 inline size_t na_dq_tiles_end(const NaParams& p) {
   return na_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(na_dq_tile_floats(p));
 }
+// Whether the 128-key kernel runs with the tile-contiguous accumulator (head dim 128,
+// sm90_bwd_fused128 for this rank, EFFATTN_SM90_DQ unset, not too much larger than the
+// [B, tokens, H, D] one: dq_tiles_size_ok); the launcher also needs a workspace up to
+// na_dq_tiles_end.
+inline bool na_dq_tiles_wanted(const NaParams& p) {
+  return p.head_dim == 128 && sm90_bwd_fused128(p.rank == 1) && sm90_bwd_dq_tiled() &&
+         dq_tiles_size_ok(na_dq_tile_floats(p), p.batch * num_tokens(p) * p.heads * p.head_dim);
+}
 // Workspace end the fused backward wants: the tile-contiguous accumulator where the 128-key
-// kernel will run with it (head dim 128, sm90_bwd_fused128 for this rank, EFFATTN_SM90_DQ
-// unset), else the [B, tokens, H, D] one.
+// kernel will run with it (na_dq_tiles_wanted), else the [B, tokens, H, D] one.
 inline size_t na_dq_workspace_end(const NaParams& p) {
   const size_t dense = na_dq_acc_end(p);
-  if (p.head_dim == 128 && sm90_bwd_fused128(p.rank == 1) && sm90_bwd_dq_tiled()) {
+  if (na_dq_tiles_wanted(p)) {
     const size_t tiles = na_dq_tiles_end(p);
     return tiles > dense ? tiles : dense;
   }
@@ -295,15 +302,16 @@ inline size_t na_dq_workspace_end(const NaParams& p) {
 // Fused Hopper backward (after the delta pre-pass): zero the dQ accumulator, one dK/dV/dQ
 // pass over 64-key tiles (k128: 128-key CTAs over pairs of key tiles, head dim 128), then
 // dQ = scale * accumulator. The 128-key kernel uses the tile-contiguous accumulator (one bulk
-// reduction per warpgroup and tile) unless EFFATTN_SM90_DQ=atomics, probe bit 32 or a
-// workspace smaller than na_dq_tiles_end ask for the red.global path.
+// reduction per warpgroup and tile) unless EFFATTN_SM90_DQ=atomics, a layout too much larger
+// than the dense one (na_dq_tiles_wanted), probe bit 32 or a workspace smaller than
+// na_dq_tiles_end ask for the red.global path.
 template <typename T, int D, bool k128 = false>
 cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta, const CoreStrides& sdelta,
                                           cudaStream_t stream) {
   using Cfg = Sm90BwdFusedConfig<D>;
   float* acc = reinterpret_cast<float*>(static_cast<unsigned char*>(p.workspace) + na_dq_acc_offset(p));
   const int probe = bwd_probe_from_env();
-  const bool tiled = k128 && sm90_bwd_dq_tiled() && !(probe & 32) && p.workspace_bytes >= na_dq_tiles_end(p);
+  const bool tiled = k128 && na_dq_tiles_wanted(p) && !(probe & 32) && p.workspace_bytes >= na_dq_tiles_end(p);
   const NaPolicy pol = na_bwd_fused_policy(p);
   const int64_t slots = pol.num_q_tiles();
   const int64_t n = tiled ? p.batch * p.heads * slots * dq_slot_floats(D) : p.batch * num_tokens(p) * p.heads * D;
