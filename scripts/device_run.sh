@@ -65,7 +65,9 @@ for stage in $STAGES; do
       section "selftest na, EFFATTN_SM90_BWD=split"; EFFATTN_SM90_BWD=split timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (split SM90 bwd) rc=$rc: $(tail -1 st.log)"
       for mode in fused128 fused; do  # 128-key CTAs everywhere / 64-key CTAs everywhere
         section "selftest na, EFFATTN_SM90_BWD=$mode"; EFFATTN_SM90_BWD=$mode timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (EFFATTN_SM90_BWD=$mode) rc=$rc: $(tail -1 st.log)"
-      done ;;
+      done
+      # fused128 with its v7 dQ path (red.global atomics) instead of the tile-contiguous bulk one.
+      section "selftest na, EFFATTN_SM90_DQ=atomics"; EFFATTN_SM90_DQ=atomics timeout 60 build/cuda/na_cuda_selftest > st.log 2>&1; rc=$?; cat st.log >> "$LOG"; note "selftest na (EFFATTN_SM90_DQ=atomics) rc=$rc: $(tail -1 st.log)" ;;
     selfbench)
       for t in ${SELFBENCH:-na}; do
         section "selfbench $t"

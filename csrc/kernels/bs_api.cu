@@ -76,8 +76,8 @@ const char* block_sparse_cuda_unsupported_reason(const BlockSparseParams& p, boo
 }
 
 size_t block_sparse_backward_workspace_bytes(const BlockSparseParams& p) {
-  // + the fused SM90 backward's fp32 dQ accumulator (bs_launch.cuh: layout).
-  if (sm90_bwd_fused_wanted(p.head_dim)) return bs_dq_acc_end(p) + 256;
+  // + the fused SM90 backward's fp32 dQ accumulator (bs_launch.cuh: layouts).
+  if (sm90_bwd_fused_wanted(p.head_dim)) return bs_dq_workspace_end(p) + 256;
   size_t bytes = bs_align256(sizeof(float) * static_cast<size_t>(p.batch * p.q_tokens * p.heads));
   const int64_t group = p.kv_heads > 0 ? p.heads / p.kv_heads : 1;
   if (p.per_head_maps && group > 1) {

@@ -149,8 +149,9 @@ const char* na_cuda_unsupported_reason(const NaParams& p, bool backward) {
 }
 
 size_t na_backward_workspace_bytes(const NaParams& p) {
-  // delta (B*N*H floats) and, for the fused SM90 backward, the fp32 dQ accumulator after it.
-  if (sm90_bwd_fused_wanted(p.head_dim)) return na_dq_acc_end(p) + 256;
+  // delta (B*N*H floats) and, for the fused SM90 backward, the fp32 dQ accumulator after it
+  // (tile-contiguous where the 128-key kernel will use it: na_dq_workspace_end).
+  if (sm90_bwd_fused_wanted(p.head_dim)) return na_dq_workspace_end(p) + 256;
   const int64_t rows = p.batch * num_tokens(p) * p.heads;
   return sizeof(float) * static_cast<size_t>(rows) + 256;
 }

@@ -88,7 +88,10 @@ const char* block_sparse_cuda_unsupported_reason(const BlockSparseParams& p, boo
 // Bytes of workspace the backward needs: delta (fp32 [B, Nq, H]) and, for per-head maps under
 // GQA, per-member dK/dV partials (2 x G x [B, Nk, H_kv, D] in the input dtype), and on Hopper
 // with head dim 64 / 128 the fused backward's fp32 dQ accumulator [B, Nq, H, D] (unless
-// EFFATTN_SM90_BWD=split). Depends on the current device: query it on the launch device.
+// EFFATTN_SM90_BWD=split) — tile-contiguous, [B, H, slots, 64, D] with slots = ceil(Nq / 64)
+// (dense) or Nq / 64 + num_seqs (varlen), where the 128-key kernel uses it (head dim 128,
+// block_k 128). Depends on the current device and the EFFATTN_SM90_* settings: query it on the
+// launch device.
 size_t block_sparse_backward_workspace_bytes(const BlockSparseParams& p);
 
 // Forward: writes o (every valid row) and lse (when non-null). cudaErrorInvalidValue when

@@ -71,7 +71,10 @@ inline bool na_cuda_supports(const NaParams& p, bool backward) {
 
 // Bytes of fp32 workspace na_backward needs: delta, B*N*H floats (+ padding), and on Hopper
 // with head dim 64 / 128 the fused backward's fp32 dQ accumulator, B*N*H*D floats (unless
-// EFFATTN_SM90_BWD=split). Depends on the current device: query it on the launch device.
+// EFFATTN_SM90_BWD=split), or B*H*(64-row query tiles)*64*D floats where the 128-key kernel
+// uses its tile-contiguous layout (head dim 128; a little more than B*N*H*D when lengths are
+// not multiples of the tiles). Depends on the current device and the EFFATTN_SM90_* settings:
+// query it on the launch device.
 size_t na_backward_workspace_bytes(const NaParams& p);
 
 // Forward: writes o (and lse when non-null). Returns cudaErrorInvalidValue when unsupported.

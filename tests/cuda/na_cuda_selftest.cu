@@ -623,7 +623,10 @@ int main(int argc, char** argv) {
                        : on2d                           ? "fused128 (D128, every rank; fused at D64)"
                        : on1d                           ? "fused128 on 1D D128, fused elsewhere"
                                                         : "fused";
-    std::printf("SM90 backward path: %s\n", path);
+    // fused128's dQ: tile-contiguous accumulator + one bulk reduction per warpgroup and tile
+    // (default) or red.global atomics (EFFATTN_SM90_DQ=atomics).
+    std::printf("SM90 backward path: %s; fused128 dQ: %s\n", path,
+                effattn::cuda::sm90_bwd_dq_tiled() ? "tile-contiguous bulk reductions" : "red.global atomics");
   }
   if (do_bench) return bench(filter, fwd_only);
 

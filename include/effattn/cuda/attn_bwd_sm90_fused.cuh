@@ -29,21 +29,32 @@
 #include <cstdlib>
 
 #include "effattn/cuda/attn_bwd_sm90.cuh"
+#include "effattn/cuda/dq_tile_layout.cuh"
 #include "effattn/cuda/sm90_dispatch.cuh"
 #include "effattn/cuda/sm90_ptx.cuh"
 
 namespace effattn {
 namespace cuda {
 
-// dK/dV arguments plus the fp32 dQ accumulator, layout sdqa (contiguous [B, tokens, H, D],
-// batch stride 0 for packed varlen like the delta workspace).
+// dK/dV arguments plus the fp32 dQ accumulator: layout sdqa (contiguous [B, tokens, H, D],
+// batch stride 0 for packed varlen like the delta workspace) for the red.global paths, or
+// (128-key kernel instantiated with kDqTiled) tile-contiguous (dq_tile_layout.cuh): the 64 x D
+// block of query tile `qt` of batch b, query head hq at dq_acc + b * dqt_batch + hq * dqt_head +
+// policy.dq_slot(qt) * 64 * D; slots outside [0, dqt_slots) are dropped (never written).
 struct BwdFusedArgs : BwdArgs {
   float* dq_acc;
   CoreStrides sdqa;
-  // Timing probes (EFFATTN_BWD_PROBE, wrong results; diagnosis only): 1 no dQ atomics,
-  // 2 no P^T / dS^T element-wise work, 8 no Q / dO loads, 16 no masks; 32 selects
-  // the 4-wide dQ atomics (correct; A/B timing).
+  // Timing probes (EFFATTN_BWD_PROBE, wrong results; diagnosis only): 1 no dQ accumulation
+  // (neither atomics nor staging / bulk reductions), 2 no P^T / dS^T element-wise work, 8 no
+  // Q / dO loads, 16 no masks, 64 tile-contiguous dQ staged in shared memory but no bulk
+  // reduction issued; 32 selects the 4-wide dQ atomics (correct; A/B timing; the launchers
+  // then use the [B, tokens, H, D] accumulator).
   int probe = 0;
+  // Tile-contiguous layout (after probe so that the v7 fields keep their parameter offsets:
+  // the atomics kernels compile to main's code).
+  int64_t dqt_batch = 0;  // floats (0: packed varlen, the slot includes the sequence)
+  int64_t dqt_head = 0;   // floats
+  int64_t dqt_slots = 0;  // slots per (b, head)
 };
 
 inline int bwd_probe_from_env() {
@@ -141,6 +152,23 @@ __device__ __forceinline__ void sm90_bwd_store_ds(const float (&ds)[32], uint32_
       asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
     }
   sm90::fence_proxy_async_smem();
+}
+
+// This thread's part of a 64 x 64 dQ block (dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column
+// n * 8 + 2 qid + e) into the shared-memory image `stg` of its tile-contiguous accumulator block
+// (dq_tile_layout.cuh: pair index XOR 4 (row & 7), row & 7 = grp for both rows): 16 8-byte
+// stores, conflict-free per half-warp.
+// stg is 1024-aligned, so bits 5..7 of stg + 256 qr0 + 8 qid are 0 and fragment n's address is
+// the n = 0 one XOR 32 n: one base register instead of 8 loop-invariant addresses.
+__device__ __forceinline__ void sm90_bwd_stage_dq(const float (&dq)[32], uint32_t stg, int qr0, int grp, int qid) {
+  const uint32_t a0 = stg + dq_frag_byte_offset(qr0, grp, qid, 0);
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    const uint32_t a = a0 ^ static_cast<uint32_t>(n << 5);
+#pragma unroll
+    for (int rr = 0; rr < 2; ++rr)
+      sm90::st_shared_v2_f32(a + rr * 8 * 256, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
+  }
 }
 
 // A 64 x 64 dQ block (dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column col0 + n * 8 + 2 qid
@@ -362,12 +390,23 @@ __global__ void __launch_bounds__(256, 2)
 // as the 64-key kernel (own masks; a tile outside its range gives P = 0) and writes dS^T into
 // its half of a 128-key panel; after a barrier over both halves, dQ_tile = dS (64 x 128 keys)
 // K (128 keys x D) is split along D: half h computes columns [64 h, 64 h + 64) over all 128
-// keys (8 k16 steps) and adds them with red.global.add. Against the 64-key kernel this halves
-// the dQ atomics and the Q / dO loads per key.
+// keys (8 k16 steps) and adds them into the fp32 accumulator. Against the 64-key kernel this
+// halves the dQ atomics and the Q / dO loads per key.
+// dQ accumulation, kDqTiled (default, EFFATTN_SM90_DQ unset): the accumulator is
+// tile-contiguous (dq_tile_layout.cuh: [b][hq][slot][half][64][64] fp32, XOR-swizzled pairs);
+// each half stores its 64 x 64 block into its 16 KB staging image (same layout), fences it
+// to the async proxy, syncs its 128 threads (named barrier 2 + half) and its thread 0 adds the
+// image with ONE 16384-byte cp.reduce.async.bulk .add.f32 (FA3's scheme; the v7 attempt with
+// one 256-byte bulk reduction per row cost 2 ms more than the atomics). Staging reuse: the
+// issuing thread waits for its bulk reads (wait_group.read 0) just before the next tile's
+// consumers barrier, and every thread rewrites the image only after that barrier. Otherwise
+// (EFFATTN_SM90_DQ=atomics) red.global.add.v2.f32 per fragment pair into [B, tokens, H, D].
+// A template parameter rather than a runtime flag: one kernel carrying both paths spilled ~20 B
+// more than the tiled path alone (NA, nvcc 13).
 // Per tile and half: S^T, dP^T (SS) -> P^T, dS^T -> dS^T store, dV += P^T dO (RS, issued
 // before the barrier: it needs no dS) -> barrier -> dQ half (SS, A = the whole panel
-// transposed) and dK += dS^T Q (SS) -> atomics of the dQ half, then the masks and dQ offsets
-// of tile it + 2, while dK runs.
+// transposed) and dK += dS^T Q (SS) -> the dQ half into the accumulator (bulk reduction or
+// atomics), then the masks and dQ offsets of tile it + 2, while dK runs.
 // One barrier per tile (both consumer warpgroups) orders everything shared: the dS panel is
 // double-buffered (tile it uses buffer it % 2): a half writes buffer it % 2 after the
 // barrier of tile it - 1, which the other half passes only after finishing tile it - 2. The
@@ -376,26 +415,34 @@ __global__ void __launch_bounds__(256, 2)
 // during tile it + 1 after its barrier: each access is separated from the previous one by
 // a barrier. (Two slots and a lookahead of one would need a second barrier per tile or
 // computing the masks where the S^T / dP^T registers are live: 40 bytes of consumer spills.)
-template <int D>
+// kDqTiled: the layout has the two dQ staging images only where the kernel uses them, so the
+// atomics instantiation (EFFATTN_SM90_DQ=atomics, the v7 A/B baseline) keeps v7's offsets and
+// 172,072 B (the same L1 carveout as v7: the tiled 204,840 B leave ~28 KB of L1, not ~60 KB).
+template <int D, bool kDqTiled = true>
 struct Sm90BwdFused128Config {
   static_assert(D == 128, "SM90 128-key fused backward: head dim 128");
   static constexpr int kRows = 64;  // keys per consumer warpgroup; query rows per tile
   static constexpr int kThreads = 384;
 #ifdef EFFATTN_FUSED128_STAGES
-  static constexpr int kStages = EFFATTN_FUSED128_STAGES;  // tuning (3 fits: 201 KB)
+  static constexpr int kStages = EFFATTN_FUSED128_STAGES;  // tuning (3 no longer fits: 238,136 B with the dQ staging)
 #else
   static constexpr int kStages = 2;
 #endif
   static constexpr int kTile = kRows * D * 2;
   static constexpr int kDsBytes = 2 * kRows * kRows * 2;  // [128 keys][64 queries] 16-bit
-  // K (two 64-key tiles), V (two), per stage Q and dO, two dS^T panels (all multiples of 8 KB:
-  // 1024-aligned), per stage lse / delta, per half and slot the key masks and dQ offsets.
+  // K (two 64-key tiles), V (two), per stage Q and dO, two dS^T panels, two dQ staging images
+  // (all multiples of 8 KB: 1024-aligned), per stage lse / delta, per half and slot the key
+  // masks and dQ offsets. 2 stages: 204,840 B (kDqTiled=false, v7: 172,072 B).
   static constexpr int kOffK = 0;                            // + half * kTile
   static constexpr int kOffV = 2 * kTile;                    // + half * kTile
   static constexpr int kOffQ = 4 * kTile;                    // + stage * kTile
   static constexpr int kOffDO = kOffQ + kStages * kTile;     // + stage * kTile
   static constexpr int kOffDS = kOffDO + kStages * kTile;    // + buffer * kDsBytes
-  static constexpr int kOffRows = kOffDS + 2 * kDsBytes;     // + stage * kRowBytes
+  // dQ staging images of the tile-contiguous accumulator, one 16 KB block per half (1024-
+  // aligned like everything before it; the bulk copy needs 16); none without kDqTiled.
+  static constexpr int kOffStg = kOffDS + 2 * kDsBytes;      // + half * kDqBlockBytes
+  static constexpr int kStgBytes = kDqTiled ? 2 * kDqBlockBytes : 0;
+  static constexpr int kOffRows = kOffStg + kStgBytes;       // + stage * kRowBytes
   static constexpr int kRowBytes = kRows * (4 + 4);
   static constexpr int kSlots = 3;  // mask / dQ-offset slots per half (lookahead 2)
   static constexpr int kOffMask = kOffRows + kStages * kRowBytes;     // uint64 [2 halves][3][kRows]
@@ -415,13 +462,14 @@ struct Sm90BwdFused128Config {
   static_assert(kConsumerRegs % 8 == 0 && 128 * kProducerRegs + 256 * kConsumerRegs <= 64512,
                 "setmaxnreg split");
   static_assert(kSmem <= 227 * 1024, "shared memory");
+  static_assert(kOffStg % 1024 == 0 && D == 2 * kDqBlockCols && kRows == kDqTileRows, "dQ staging layout");
 };
 
-template <typename T, int D, class Policy>
+template <typename T, int D, class Policy, bool kDqTiled>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_fused128_sm90_kernel(const BwdFusedArgs args, const Policy policy) {
 #ifdef EFFATTN_SM90_ENABLED
-  using Cfg = Sm90BwdFused128Config<D>;
+  using Cfg = Sm90BwdFused128Config<D, kDqTiled>;
   constexpr int R = Cfg::kRows;
   constexpr int S = Cfg::kStages;
 
@@ -506,7 +554,9 @@ __global__ void __launch_bounds__(384, 1)
 
   // Per query tile `it` (slot it % 3 of this half): the key masks of this half's key tile
   // (threads 0..63, when the tile needs them) and the dQ accumulator offsets of the 64 query
-  // rows (threads 64..127; -1: padding row or head). Returns whether masks are needed.
+  // rows (threads 64..127; -1: padding row or head) or, tile-contiguous, the float offset of
+  // the tile's block (thread 64, entry 0; -1: no valid row or slot out of range). Returns
+  // whether masks are needed.
   constexpr int kSlots = Cfg::kSlots;
   uint64_t* msk_all = reinterpret_cast<uint64_t*>(smem + Cfg::kOffMask) + half * kSlots * R;
   int64_t* dqo_all = reinterpret_cast<int64_t*>(smem + Cfg::kOffDqOff) + half * kSlots * R;
@@ -514,7 +564,18 @@ __global__ void __launch_bounds__(384, 1)
     if (it >= total) return false;
     typename Policy::QTile qt;
     const bool any = policy.q_tile(qr, it % qr.count, qt);
-    if (wtid >= R) {
+    if constexpr (kDqTiled) {
+      if (wtid == R) {
+        const int hq = kvh * args.kv_group + it / qr.count;
+        int64_t o = -1;
+        if (any) {
+          const int64_t sl = policy.dq_slot(qt);
+          if (sl >= 0 && sl < args.dqt_slots)
+            o = b * args.dqt_batch + hq * args.dqt_head + sl * dq_slot_floats(D);
+        }
+        dqo_all[(it % kSlots) * R] = o;
+      }
+    } else if (wtid >= R) {
       const int r = wtid - R;
       const int hq = kvh * args.kv_group + it / qr.count;
       int64_t c[3];
@@ -563,6 +624,10 @@ __global__ void __launch_bounds__(384, 1)
     for (int kk = 0; kk < 4; ++kk)
       sm90::wgmma_rs<T, D, 1>(acc_dv, pf[kk], sm90::desc_mnmajor(sDO + kk * 16 * 128, R * 128), 1);
     sm90::wgmma_commit();
+    // Tile-contiguous dQ: this half's staging image is rewritten after the barrier below, so
+    // its previous bulk reduction must have finished reading it (the issuing thread waits; the
+    // barrier orders the other threads' stores after that).
+    if (kDqTiled && wtid == 0) sm90::bulk_wait_read<0>();
     consumers_sync();  // both halves' dS^T rows are in place
 
     float dq[32];
@@ -587,10 +652,30 @@ __global__ void __launch_bounds__(384, 1)
     sm90::fence_regs(dq);
     if (!(args.probe & 1)) {
       const int64_t* dqo = dqo_all + slot * R;
-      if (args.probe & 32)
+      if constexpr (kDqTiled) {
+        // Block image -> async proxy -> this half's 128 threads -> one 16 KB bulk reduction.
+        const int64_t o = dqo[0];  // the same for the whole warpgroup
+        if (o >= 0) {
+          const uint32_t stg = base + Cfg::kOffStg + half * kDqBlockBytes;  // this half's image
+          sm90_bwd_stage_dq(dq, stg, qr0, grp, qid);
+          sm90::fence_proxy_async_smem();
+          // Named barrier 2 + half over this warpgroup (immediate ids: with a register id
+          // ptxas reserves all 16 barriers).
+          if (half == 0) {
+            asm volatile("bar.sync 2, 128;\n" ::: "memory");
+          } else {
+            asm volatile("bar.sync 3, 128;\n" ::: "memory");
+          }
+          if (wtid == 0 && !(args.probe & 64)) {
+            sm90::bulk_reduce_add_f32(args.dq_acc + o + half * kDqBlockFloats, stg, kDqBlockBytes);
+            sm90::bulk_commit();
+          }
+        }
+      } else if (args.probe & 32) {
         sm90_bwd_red_dq_v4(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
-      else
+      } else {
         sm90_bwd_red_dq(args.dq_acc, dq, dqo[qr0], dqo[qr0 + 8], half * 64, qid);
+      }
     }
     const bool mask_after = prepare(it + 2);
     sm90::wgmma_wait<0>();
@@ -603,6 +688,8 @@ __global__ void __launch_bounds__(384, 1)
     mask_nxt = mask_after;
   }
 
+  // The bulk reductions read shared memory until they complete: done before the CTA exits.
+  if (kDqTiled && wtid == 0) sm90::bulk_wait<0>();
   sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
 #else
   __trap();
@@ -640,6 +727,48 @@ __global__ void __launch_bounds__(256)
   T* dst = dq + (tb / tokens) * sdq.batch + h * sdq.head + token_offset(sdq, c) + d;
   reinterpret_cast<uint32_t*>(dst)[0] = Tr::pack(v.x * scale, v.y * scale);
   reinterpret_cast<uint32_t*>(dst)[1] = Tr::pack(v.z * scale, v.w * scale);
+}
+
+// Tile-contiguous accumulator (dq_tile_layout.cuh) -> dq: one CTA per (64-row query tile,
+// query head, batch or sequence), the grid of a forward launch with 64-row tiles and the same
+// policy (blockIdx.x = tile, y = head, z = batch / sequence); rows with a valid q_coord get
+// dq[token] = scale * acc (un-swizzled) in the output dtype under dq's strides sdq (batch
+// stride 0 for packed varlen: coordinates are absolute). Padding rows and tiles without a
+// valid row are skipped, so their accumulator contents never matter.
+template <typename T, int D, class Policy>
+__global__ void __launch_bounds__(256)
+    attn_bwd_dq_tiles_convert_kernel(const float* acc, int64_t acc_batch, int64_t acc_head, int64_t slots, T* dq,
+                                     CoreStrides sdq, float scale, const Policy policy) {
+  using Tr = ElemTraits<T>;
+  static_assert(D % kDqBlockCols == 0, "whole 64-column blocks");
+  constexpr int R = kDqTileRows;
+  constexpr int kVec = D / 4;  // float4 per row
+  __shared__ int64_t row_off[R];
+  typename Policy::QTile qt;
+  if (!policy.setup_q_tile(static_cast<int64_t>(blockIdx.x), qt)) return;
+  const int64_t sl = policy.dq_slot(qt);
+  if (sl < 0 || sl >= slots) return;
+  const int64_t b = blockIdx.z;
+  const int h = blockIdx.y;
+  if (threadIdx.x < R) {
+    int64_t c[3];
+    row_off[threadIdx.x] = policy.q_coord(qt, threadIdx.x, c) ? token_offset(sdq, c) : int64_t(-1);
+  }
+  __syncthreads();
+  const float* src = acc + b * acc_batch + h * acc_head + sl * dq_slot_floats(D);
+  T* dst_base = dq + b * sdq.batch + h * sdq.head;
+  for (int i = threadIdx.x; i < R * kVec; i += blockDim.x) {
+    const int r = i / kVec;
+    const int col = (i % kVec) * 4;
+    const int64_t o = row_off[r];
+    if (o < 0) continue;
+    // 4 columns = 2 float pairs of one aligned 16-byte group: the swizzle keeps them together.
+    const float4 v = *reinterpret_cast<const float4*>(src + (col / kDqBlockCols) * kDqBlockFloats +
+                                                      dq_block_offset(r, col % kDqBlockCols));
+    T* dst = dst_base + o + col;
+    reinterpret_cast<uint32_t*>(dst)[0] = Tr::pack(v.x * scale, v.y * scale);
+    reinterpret_cast<uint32_t*>(dst)[1] = Tr::pack(v.z * scale, v.w * scale);
+  }
 }
 
 }  // namespace cuda

@@ -31,7 +31,9 @@
 // q_indices is contiguous.
 #pragma once
 
+#ifdef __CUDACC__
 #include <cuda_runtime.h>
+#endif  // host-only tests (tests/cpp) compile the policy with their own blockIdx
 
 #include <cstdint>
 
@@ -235,6 +237,30 @@ struct BlockListPolicy {
     kt1 = kt0;
     kt1.tile = kt0.tile + 1;
     return any;
+  }
+
+  // ---- tile-contiguous dQ accumulator (attn_bwd_fused128_sm90_kernel, dq_tile_layout.cuh) ----
+  // Forward-grid index of a query tile (blockIdx.x of the forward / dQ launch with tiles of
+  // 2^q_log rows; the sequence is blockIdx.z).
+  __host__ __device__ __forceinline__ int64_t q_tile_linear(const QTile& qt) const {
+    return static_cast<int64_t>(qt.q_lo) >> q_log;
+  }
+  // Accumulator slot inside one (batch, head) of a tile of the calling CTA's sequence. Dense
+  // batches: the forward index (ceil(Nq / 2^q_log) slots per (b, head), dq_num_slots). Packed
+  // varlen (every batch stride 0): sequence s = blockIdx.z starts at slot (cu_q[s] >> q_log) + s
+  // and holds ceil(q_len / 2^q_log) slots; floor(c / T) + ceil(L / T) <= floor((c + L) / T) + 1
+  // makes the runs of consecutive sequences disjoint and all of them end at or before
+  // (cu_q[num_seqs] >> q_log) + num_seqs <= (Nq >> q_log) + num_seqs (instead of num_seqs x
+  // ceil(max_q_len / T) slots for the forward grid's (tile, sequence) pairs, most of them
+  // empty when lengths are skewed).
+  __device__ __forceinline__ int64_t dq_slot(const QTile& qt) const {
+    const int64_t t = static_cast<int64_t>(qt.q_lo) >> q_log;
+    return cu_q != nullptr ? (qt.q_start >> q_log) + static_cast<int64_t>(blockIdx.z) + t : t;
+  }
+  // Slots per (batch, head): q_tokens = Nq (dense: per sequence; varlen: packed total),
+  // num_seqs = 0 for dense batches.
+  __host__ __device__ __forceinline__ static int64_t dq_num_slots(int64_t q_tokens, int64_t num_seqs, int q_log) {
+    return num_seqs > 0 ? (q_tokens >> q_log) + num_seqs : (q_tokens + (int64_t(1) << q_log) - 1) >> q_log;
   }
 
   // Query tile i of the range; false when it holds no valid row (past the sequence's q_len).

@@ -205,6 +205,33 @@ inline size_t bs_dq_acc_offset(const BlockSparseParams& p) {
 inline size_t bs_dq_acc_end(const BlockSparseParams& p) {
   return bs_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(p.batch * p.q_tokens * p.heads * p.head_dim);
 }
+// Tile-contiguous dQ accumulator of the 128-key kernel (dq_tile_layout.cuh), same offset:
+// [B][H][slots][64 x D] fp32, slots = ceil(Nq / 64) (dense) or (Nq >> 6) + num_seqs (packed
+// varlen, batch 1: BlockListPolicy::dq_slot).
+inline int64_t bs_dq_slots(const BlockSparseParams& p) {
+  return BlockListPolicy::dq_num_slots(p.q_tokens, bs_varlen(p) ? p.num_seqs : 0, bs_ilog2(kDqTileRows));
+}
+inline int64_t bs_dq_tile_floats(const BlockSparseParams& p) {
+  return (bs_varlen(p) ? 1 : p.batch) * p.heads * bs_dq_slots(p) * dq_slot_floats(p.head_dim);
+}
+inline size_t bs_dq_tiles_end(const BlockSparseParams& p) {
+  return bs_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(bs_dq_tile_floats(p));
+}
+// Whether the 128-key kernel runs (head dim 128, block_k 128, sm90_bwd_fused128) with the
+// tile-contiguous accumulator (EFFATTN_SM90_DQ unset, not too much larger than the dense one:
+// dq_tiles_size_ok, e.g. many short varlen sequences); the launcher also needs the fused path
+// itself and a workspace up to bs_dq_tiles_end.
+inline bool bs_dq_tiles_wanted(const BlockSparseParams& p) {
+  return p.head_dim == 128 && p.block_k == 128 && sm90_bwd_fused128(true) && sm90_bwd_dq_tiled() &&
+         dq_tiles_size_ok(bs_dq_tile_floats(p), p.batch * p.q_tokens * p.heads * p.head_dim);
+}
+// Workspace end the fused backward wants (the larger layout where both may run).
+inline size_t bs_dq_workspace_end(const BlockSparseParams& p) {
+  const size_t dense = bs_dq_acc_end(p);
+  if (!bs_dq_tiles_wanted(p)) return dense;
+  const size_t tiles = bs_dq_tiles_end(p);
+  return tiles > dense ? tiles : dense;
+}
 
 template <typename T, int D>
 cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) {
@@ -227,12 +254,19 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
   // Hopper dK/dV and dQ passes (64-row query tiles in both) where the build has them.
   bool use90 = false;
   if constexpr (D == 64 || D == 128) use90 = sm90_kernel_usable(attn_bwd_kv_sm90_kernel<T, D, BlockListPolicy>);
-  // Fused dK/dV/dQ pass (dQ by fp32 atomics into the workspace; no dQ pass).
+  // Fused dK/dV/dQ pass (dQ by fp32 atomics, or bulk reductions into the tile-contiguous
+  // accumulator for the 128-key kernel, in the workspace; no dQ pass).
   const bool fused = use90 && sm90_bwd_fused() && p.workspace_bytes >= bs_dq_acc_end(p);
+  const int probe = bwd_probe_from_env();
+  const bool tiled = fused && D == 128 && bs_dq_tiles_wanted(p) && !(probe & 32) &&
+                     p.workspace_bytes >= bs_dq_tiles_end(p);
   float* dq_acc = reinterpret_cast<float*>(ws + bs_dq_acc_offset(p));
   const int64_t dq_elems = p.batch * p.q_tokens * p.heads * p.head_dim;
-  if (fused && dq_elems > 0) {
-    err = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(dq_elems), stream);
+  const int64_t dq_slots = bs_dq_slots(p);
+  const int64_t slot_row = dq_slots * dq_slot_floats(p.head_dim);  // floats per (b, head)
+  const int64_t acc_elems = tiled ? bs_dq_tile_floats(p) : dq_elems;
+  if (fused && acc_elems > 0) {
+    err = cudaMemsetAsync(dq_acc, 0, sizeof(float) * static_cast<size_t>(acc_elems), stream);
     if (err != cudaSuccess) return err;
   }
   {
@@ -296,21 +330,30 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           fa.sdqa.token[1] = 0;
           fa.sdqa.token[2] = 0;
           fa.sdqa.batch = vl ? 0 : p.q_tokens * p.heads * p.head_dim;
-          fa.probe = bwd_probe_from_env();
+          fa.probe = probe;
+          // Tile-contiguous: member g's heads kvh * G + g (split) start g slot rows in.
+          if (tiled) fa.dq_acc = dq_acc + g * slot_row;
+          fa.dqt_slots = dq_slots;
+          fa.dqt_head = slot_row * (split ? group : 1);
+          fa.dqt_batch = vl ? 0 : p.heads * slot_row;
           if constexpr (D == 128) {
             // block_k = 128: one 128-key CTA per key block (its two 64-key tiles share the
             // query list; default, sm90_bwd_fused128); other block sizes keep 64-key CTAs.
             if (p.block_k == 128 && sm90_bwd_fused128(true)) {
-              auto k128 = attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy>;
-              constexpr int kSmem128 = Sm90BwdFused128Config<D>::kSmem;
+              auto k128 = tiled ? attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, true>
+                                : attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, false>;
+              // Shared memory of the instantiation that runs (atomics: no staging images).
+              const int smem128 = tiled ? Sm90BwdFused128Config<D, true>::kSmem
+                                        : Sm90BwdFused128Config<D, false>::kSmem;
               const cudaError_t e =
-                  cudaFuncSetAttribute(k128, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem128);
+                  cudaFuncSetAttribute(k128, cudaFuncAttributeMaxDynamicSharedMemorySize, smem128);
               if (e != cudaSuccess) return e;
               const dim3 grid128((grid.x + 1) / 2, grid.y, grid.z);
-              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, kSmem128, stream>>>(fa, pol);
+              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, smem128, stream>>>(fa, pol);
               return cudaGetLastError();
             }
           }
+          // (tiled implies the 128-key branch above; the 64-key kernel has the atomics only)
           auto kf = attn_bwd_fused_sm90_kernel<T, D, BlockListPolicy>;
           constexpr int kSmem = Sm90BwdFusedConfig<D>::kSmem;
           const cudaError_t e = cudaFuncSetAttribute(kf, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
@@ -371,6 +414,23 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
           if (err != cudaSuccess) return err;
         }
       }
+    }
+  }
+  if constexpr (D == 128) {
+    if (fused && tiled) {
+      // dQ = scale * accumulator, one CTA per (64-row query tile, head, batch / sequence): the
+      // forward's grid at 64-row tiles, with its policy (blockIdx.z = sequence for varlen).
+      const int64_t tiles = (bs_max_q(p) + kDqTileRows - 1) / kDqTileRows;
+      if (tiles > 0) {
+        const BlockListPolicy pol = make_block_list_policy(p, kDqTileRows);
+        const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.heads),
+                        static_cast<unsigned>(batch_grid));
+        attn_bwd_dq_tiles_convert_kernel<T, D, BlockListPolicy><<<grid, 256, 0, stream>>>(
+            dq_acc, vl ? 0 : p.heads * slot_row, slot_row, dq_slots, static_cast<T*>(p.dq),
+            bs_core_strides(p.dq_strides, vl), p.scale, pol);
+        err = cudaGetLastError();
+      }
+      return err;
     }
   }
   if (fused) {

@@ -265,32 +265,78 @@ inline size_t na_dq_acc_end(const NaParams& p) {
   return na_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(p.batch * num_tokens(p) * p.heads * p.head_dim);
 }
 
+// The fused backward's policy (64-key tiles, 64-row query tiles).
+inline NaPolicy na_bwd_fused_policy(const NaParams& p) {
+  NaPolicy pol;
+  pol.geom = make_na_geom(p, na_choose_tiles(p, Sm90BwdFusedConfig<128>::kRows, Sm90BwdFusedConfig<128>::kRows));
+  return pol;
+}
+// Tile-contiguous dQ accumulator of the 128-key kernel (dq_tile_layout.cuh):
+// [B][H][num_q_tiles of the 64-row geometry][64 x D] fp32 at the same offset; at least as large
+// as the [B, tokens, H, D] one (every token is one row of one tile).
+inline int64_t na_dq_tile_floats(const NaParams& p) {
+  return p.batch * p.heads * na_bwd_fused_policy(p).num_q_tiles() * dq_slot_floats(p.head_dim);
+}
+inline size_t na_dq_tiles_end(const NaParams& p) {
+  return na_dq_acc_offset(p) + sizeof(float) * static_cast<size_t>(na_dq_tile_floats(p));
+}
+// Whether the 128-key kernel runs with the tile-contiguous accumulator (head dim 128,
+// sm90_bwd_fused128 for this rank, EFFATTN_SM90_DQ unset, not too much larger than the
+// [B, tokens, H, D] one: dq_tiles_size_ok); the launcher also needs a workspace up to
+// na_dq_tiles_end.
+inline bool na_dq_tiles_wanted(const NaParams& p) {
+  return p.head_dim == 128 && sm90_bwd_fused128(p.rank == 1) && sm90_bwd_dq_tiled() &&
+         dq_tiles_size_ok(na_dq_tile_floats(p), p.batch * num_tokens(p) * p.heads * p.head_dim);
+}
+// Workspace end the fused backward wants: the tile-contiguous accumulator where the 128-key
+// kernel will run with it (na_dq_tiles_wanted), else the [B, tokens, H, D] one.
+inline size_t na_dq_workspace_end(const NaParams& p) {
+  const size_t dense = na_dq_acc_end(p);
+  if (na_dq_tiles_wanted(p)) {
+    const size_t tiles = na_dq_tiles_end(p);
+    return tiles > dense ? tiles : dense;
+  }
+  return dense;
+}
+
 // Fused Hopper backward (after the delta pre-pass): zero the dQ accumulator, one dK/dV/dQ
 // pass over 64-key tiles (k128: 128-key CTAs over pairs of key tiles, head dim 128), then
-// dQ = scale * accumulator.
+// dQ = scale * accumulator. The 128-key kernel uses the tile-contiguous accumulator (one bulk
+// reduction per warpgroup and tile) unless EFFATTN_SM90_DQ=atomics, a layout too much larger
+// than the dense one (na_dq_tiles_wanted), probe bit 32 or a workspace smaller than
+// na_dq_tiles_end ask for the red.global path.
 template <typename T, int D, bool k128 = false>
 cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta, const CoreStrides& sdelta,
                                           cudaStream_t stream) {
   using Cfg = Sm90BwdFusedConfig<D>;
   float* acc = reinterpret_cast<float*>(static_cast<unsigned char*>(p.workspace) + na_dq_acc_offset(p));
-  const int64_t n = p.batch * num_tokens(p) * p.heads * D;
+  const int probe = bwd_probe_from_env();
+  const bool tiled = k128 && na_dq_tiles_wanted(p) && !(probe & 32) && p.workspace_bytes >= na_dq_tiles_end(p);
+  const NaPolicy pol = na_bwd_fused_policy(p);
+  const int64_t slots = pol.num_q_tiles();
+  const int64_t n = tiled ? p.batch * p.heads * slots * dq_slot_floats(D) : p.batch * num_tokens(p) * p.heads * D;
   cudaError_t err = cudaMemsetAsync(acc, 0, sizeof(float) * static_cast<size_t>(n), stream);
   if (err != cudaSuccess) return err;
-  NaPolicy pol;
-  pol.geom = make_na_geom(p, na_choose_tiles(p, Cfg::kRows, Cfg::kRows));
+  static_assert(Cfg::kRows == kDqTileRows, "fused backward: 64-row query tiles");
   BwdFusedArgs a;
   static_cast<BwdArgs&>(a) = na_bwd_args(p, delta, sdelta);
   a.dq_acc = acc;
   a.sdqa = contiguous_strides(p, D);
-  a.probe = bwd_probe_from_env();
+  a.dqt_slots = slots;
+  a.dqt_head = slots * dq_slot_floats(D);
+  a.dqt_batch = p.heads * a.dqt_head;
+  a.probe = probe;
   if constexpr (k128) {
-    using Cfg128 = Sm90BwdFused128Config<D>;
-    auto kernel = attn_bwd_fused128_sm90_kernel<T, D, NaPolicy>;
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg128::kSmem);
+    // Shared memory of the instantiation that runs (the atomics one has no staging images).
+    using Cfg128 = Sm90BwdFused128Config<D, true>;
+    auto kernel = tiled ? attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, true>
+                        : attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, false>;
+    const int smem = tiled ? Cfg128::kSmem : Sm90BwdFused128Config<D, false>::kSmem;
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
     const dim3 grid(static_cast<unsigned>(pol.num_k_pairs()), static_cast<unsigned>(p.kv_heads),
                     static_cast<unsigned>(p.batch));
-    kernel<<<grid, Cfg128::kThreads, Cfg128::kSmem, stream>>>(a, pol);
+    kernel<<<grid, Cfg128::kThreads, smem, stream>>>(a, pol);
   } else {
     auto kernel = attn_bwd_fused_sm90_kernel<T, D, NaPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);
@@ -301,6 +347,20 @@ cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta,
   }
   err = cudaGetLastError();
   if (err != cudaSuccess) return err;
+  if constexpr (k128) {
+    if (tiled) {
+      // One CTA per (64-row query tile, head, batch): the forward's grid at 64-row tiles.
+      if (slots > 0) {
+        const dim3 grid(static_cast<unsigned>(slots), static_cast<unsigned>(p.heads),
+                        static_cast<unsigned>(p.batch));
+        attn_bwd_dq_tiles_convert_kernel<T, D, NaPolicy><<<grid, 256, 0, stream>>>(
+            acc, a.dqt_batch, a.dqt_head, slots, static_cast<T*>(p.dq), core_strides(p.dq_strides, p.rank),
+            p.scale, pol);
+        err = cudaGetLastError();
+      }
+      return err;
+    }
+  }
   const int64_t blocks = (n / 4 + 255) / 256;
   if (blocks > 0) {
     attn_bwd_dq_convert_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(

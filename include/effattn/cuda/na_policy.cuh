@@ -472,6 +472,23 @@ struct NaPolicy {
     return any;
   }
 
+  // ---- tile-contiguous dQ accumulator (attn_bwd_fused128_sm90_kernel, dq_tile_layout.cuh) ----
+  // Linear index of a query tile in the forward grid's numbering (the inverse of
+  // setup_q_tile(linear): axis 2 fastest, per axis group-major then tile), in this policy's
+  // geometry (the backward's 64-row tiles). In [0, num_q_tiles()).
+  __host__ __device__ __forceinline__ int64_t q_tile_linear(const QTile& qt) const {
+    int64_t lin = 0;
+    for (int a = 0; a < 3; ++a) {  // (no #pragma unroll: host code too; -O3 unrolls it)
+      const NaAxisGeom& ax = geom.ax[a];
+      lin = lin * (static_cast<int64_t>(ax.dilation) * ax.q_tiles) +
+            (static_cast<int64_t>(qt.group[a]) * ax.q_tiles + (qt.base[a] >> ax.q_log));
+    }
+    return lin;
+  }
+  // Accumulator slot of a query tile inside one (batch, head): the forward numbering; the
+  // accumulator holds num_q_tiles() slots per (batch, head).
+  __host__ __device__ __forceinline__ int64_t dq_slot(const QTile& qt) const { return q_tile_linear(qt); }
+
   __device__ __forceinline__ bool q_tile(const QRange& qr, int i, QTile& qt) const {
     int32_t t[3];
 #pragma unroll

@@ -85,6 +85,20 @@ inline bool sm90_bwd_fused128(bool pair_shares_queries) {
   return mode < 0 ? pair_shares_queries : mode == 1;
 }
 
+// How the 128-key fused backward adds dQ: into a tile-contiguous fp32 accumulator with one
+// 16 KB bulk reduction (cp.reduce.async.bulk) per consumer warpgroup and query tile (default;
+// dq_tile_layout.cuh) or with per-element red.global.add into [B, tokens, H, D]
+// (EFFATTN_SM90_DQ=atomics, the v7 path; A/B timing). The 64-key fused kernel always uses the
+// atomics. The launchers fall back to the atomics when the workspace is too small for the
+// tile-contiguous accumulator (or EFFATTN_BWD_PROBE has bit 32, the 4-wide atomics).
+inline bool sm90_bwd_dq_tiled() {
+  static const bool on = [] {
+    const char* v = std::getenv("EFFATTN_SM90_DQ");
+    return !(v != nullptr && std::strcmp(v, "atomics") == 0);
+  }();
+  return on;
+}
+
 // True when the current device is Hopper and `kernel` was compiled as sm_90a machine code
 // (a build without sm_90a, or a JIT from older PTX, holds only the kernel's trap stub).
 template <typename Kernel>

@@ -379,6 +379,45 @@ __device__ __forceinline__ void red_add_v4_f32(float* p, float a, float b, float
 #endif
 }
 
+// Bulk (TMA-unit, non-tensor) reduction: dst[0 .. bytes / 4) += the fp32 values at shared
+// address src, element-wise atomic; 16-byte aligned, bytes a multiple of 16. Completion through
+// this thread's bulk async-groups (bulk_commit, bulk_wait_read, bulk_wait). The shared source
+// must have been made visible to the async proxy (fence_proxy_async_smem + a barrier).
+__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, uint32_t src, uint32_t bytes) {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(src),
+               "r"(bytes)
+               : "memory");
+#endif
+}
+
+__device__ __forceinline__ void bulk_commit() {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most N of this thread's bulk groups still read their shared source.
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// Waits until at most N of this thread's bulk groups are incomplete (writes done too).
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+#ifdef EFFATTN_SM90_ENABLED
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// 8-byte shared-memory store of two floats.
+__device__ __forceinline__ void st_shared_v2_f32(uint32_t addr, float a, float b) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(addr), "f"(a), "f"(b) : "memory");
+}
+
 // ---- int8 additions (csrc/kernels/estimate_int8_sm90.cu) ---------------------------------
 
 template <int N>
