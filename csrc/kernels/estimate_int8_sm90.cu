@@ -5,8 +5,8 @@
 //   estimate_sm90_kernel (v1, EFFATTN_ESTIMATE_IMPL=wgmma1): described here; H200 N 65536
 //     H 32 D 128 causal: 26 ms (677 int8 TOPS), the tensor core idle while a warpgroup drains
 //     its units at the end of every chunk, and ~510 instructions per chunk and warp;
-//   v2::estimate_sm90_v2_kernel<1> (v2, default, =wgmma; <2>, =wgmma2u: its chunk loop
-//     unrolled by 2): the same CTA with one pipeline over the whole unit stream (see the v2
+//   v2::estimate_sm90_v2_kernel<1> (v2, =wgmma; <2>, default, =wgmma2u: its chunk loop
+//     unrolled by 2, H200 N 65536 13.8 ms against 14.7): the same CTA with one pipeline over the whole unit stream (see the v2
 //     section below).
 //
 // CTA (384 threads, 1 per SM) = the 8 tiles (query head x 64 rows) of estimate_int8.cu's CTA:
@@ -306,7 +306,7 @@ __global__ void __launch_bounds__(kThreadsSm90, 1) estimate_sm90_kernel(const Es
 
 
 // ---------------------------------------------------------------------------------------------
-// Pass 3 v2 (default, EFFATTN_ESTIMATE_IMPL=wgmma): v1's CTA, tiles, shared memory layout,
+// Pass 3 v2 (EFFATTN_ESTIMATE_IMPL=wgmma; unrolled by 2, the default, =wgmma2u): v1's CTA, tiles, shared memory layout,
 // barriers and register split, with a consumer loop in which the tensor core does not wait for
 // the checks, and about half of v1's instructions per chunk (benchmarks/ESTIMATE_NOTES.md,
 // "Pass 3 v2": cycle budget, SASS, what the device run checks):
@@ -341,8 +341,8 @@ __global__ void __launch_bounds__(kThreadsSm90, 1) estimate_sm90_kernel(const Es
 // warpgroup-collective wgmma, stage and accumulator hazards, flags) under random interleavings.
 namespace v2 {
 
-// kUnroll: chunks per trip of the consumer loop (1, or 2: EFFATTN_ESTIMATE_IMPL=wgmma2u, ~9 % fewer
-// instructions per chunk, twice the loop's code).
+// kUnroll: chunks per trip of the consumer loop (1, or 2: the default, ~9 % fewer instructions per
+// chunk, twice the loop's code; H200: 6 % faster).
 template <int kUnroll>
 __global__ void __launch_bounds__(kThreadsSm90, 1) estimate_sm90_v2_kernel(const EstArgs a, int gp, int span) {
 #ifdef EFFATTN_SM90_ENABLED

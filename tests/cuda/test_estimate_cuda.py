@@ -249,7 +249,7 @@ def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
 
 def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
     """The kernel that runs, by name (profiler): =mma never a Hopper kernel; on an sm_90 device
-    (D = 128) =wgmma the Hopper kernel estimate_sm90_v2_kernel<1>, =wgmma2u
+    (D = 128) =wgmma the Hopper kernel estimate_sm90_v2_kernel<1>, =wgmma2u and unset (the default)
     estimate_sm90_v2_kernel<2> and =wgmma1 estimate_sm90_kernel (v1)."""
     if DEVICE != "cuda":
         pytest.skip("profiles CUDA kernels")
@@ -260,7 +260,10 @@ def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
               torch.log(torch.tensor(taus, device=DEVICE)), *block, quant_block, sink, local, causal, scale)
 
     def kernels_run(impl):
-        monkeypatch.setenv("EFFATTN_ESTIMATE_IMPL", impl)
+        if impl is None:
+            monkeypatch.delenv("EFFATTN_ESTIMATE_IMPL", raising=False)
+        else:
+            monkeypatch.setenv("EFFATTN_ESTIMATE_IMPL", impl)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             ops.estimate_block_mask(*inputs)
             torch.cuda.synchronize()
@@ -275,6 +278,8 @@ def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
                            for x in xs)  # demangled or not
     assert v2(1, names), names
     names = kernels_run("wgmma2u")
+    assert v2(2, names), names
+    names = kernels_run(None)  # the default
     assert v2(2, names), names
     names = kernels_run("wgmma1")
     assert any("estimate_sm90_kernel" in x for x in names), names
