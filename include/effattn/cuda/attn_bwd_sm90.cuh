@@ -337,7 +337,7 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
       sm90::fence_regs(pf[kk]);
       sm90::fence_regs(dsf[kk]);
     }
-    if (lane == 0) sm90::mbar_arrive(bar_empty + 8 * st);
+    sm90::mbar_arrive_warp(bar_empty + 8 * st, lane);
     consumer_sync();  // the next tile's masks are visible; this tile's slot is free
     mask_cur = mask_next;
   }
@@ -477,7 +477,7 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_dq_sm90_kernel(const DqArgs a
     sm90::fence_regs(acc);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(dsf[kk]);
-    if (lane == 0) sm90::mbar_arrive(bar_empty + 8 * st);
+    sm90::mbar_arrive_warp(bar_empty + 8 * st, lane);
   }
 
   using Tr = ElemTraits<T>;

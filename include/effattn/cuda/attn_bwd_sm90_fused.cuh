@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(256, 2)
     sm90::fence_regs(acc_dk);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(pf[kk]);
-    if (lane == 0) sm90::mbar_arrive(bar_empty + 8 * st);  // Q, dO, lse, delta of this stage done
+    sm90::mbar_arrive_warp(bar_empty + 8 * st, lane);  // Q, dO, lse, delta of this stage done
     bool mask_next;
     if constexpr (D == 128) {
       // dQ columns 64..127 (K panel 1); the next tile's masks and dQ offsets meanwhile.
@@ -683,7 +683,7 @@ __global__ void __launch_bounds__(384, 1)
     sm90::fence_regs(acc_dk);
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(pf[kk]);
-    if (lane == 0) sm90::mbar_arrive(bar_empty + 8 * st);  // Q, dO, lse, delta of this stage done
+    sm90::mbar_arrive_warp(bar_empty + 8 * st, lane);  // Q, dO, lse, delta of this stage done
     mask_cur = mask_nxt;
     mask_nxt = mask_after;
   }

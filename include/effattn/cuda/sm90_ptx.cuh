@@ -225,6 +225,13 @@ __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 #endif
 }
+// One arrival for the whole warp, after every lane's shared-memory reads: __syncwarp orders
+// the other lanes' reads before lane 0's arrive (without it they are unordered in the memory
+// model, and compute-sanitizer racecheck reports the producer's next writes as races).
+__device__ __forceinline__ void mbar_arrive_warp(uint32_t bar, int lane) {
+  __syncwarp();
+  if (lane == 0) mbar_arrive(bar);
+}
 // Arrives on `bar` once every cp.async issued so far by this thread has landed (counts as
 // this thread's arrival: the barrier's expected count includes it).
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t bar) {
