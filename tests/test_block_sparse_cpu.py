@@ -473,6 +473,44 @@ def test_bad_maps_are_rejected_before_any_kernel():
         api(q, k, v, kv_num_blocks=num)
 
 
+def test_checked_maps_are_rechecked_after_in_place_changes(monkeypatch):
+    """Maps that passed the value checks are remembered (block_map_cache.h) so repeated calls skip
+    the checks' host syncs; an in-place change bumps the version counter and is checked again,
+    a different geometry is checked again, and EFFATTN_BS_MAP_CACHE=0 checks every call."""
+    q, k, v = make_qkv(1, 130, 200, 2, 2, 8, torch.float32, requires_grad=False)
+    num, idx = _maps(torch.ones(1, 2, 3, 2, dtype=torch.bool))
+
+    def op(n, i, kk=k, vv=v):
+        return OPS.block_sparse_attn(q, kk, vv, n, i, 64, 128, False, None)
+
+    want = op(num, idx)
+    assert torch.equal(op(num, idx), want)  # a cache hit computes the same
+    idx[0, 1, 2, 1] = 2  # in place: version bump
+    with pytest.raises(RuntimeError, match=r"kv_indices.*\[0, 2\).*= 2"):
+        op(num, idx)
+    idx[0, 1, 2, 1] = 1
+    assert torch.equal(op(num, idx), want)
+    view = idx[0, 1]  # views share the version counter
+    view[0, 0] = -1
+    with pytest.raises(RuntimeError, match=r"kv_indices.*= -1"):
+        op(num, idx)
+    view[0, 0] = 0
+    op(num, idx)
+    num[0, 0, 0] = 3
+    with pytest.raises(RuntimeError, match=r"kv_num_blocks must be in"):
+        op(num, idx)
+    num[0, 0, 0] = 2
+    # Same tensors, fewer keys: index 1 is out of range for Mk = 1, so the maps are checked again.
+    with pytest.raises(RuntimeError, match=r"kv_indices.*\[0, 1\)"):
+        op(num, idx, k[:, :100], v[:, :100])
+    monkeypatch.setenv("EFFATTN_BS_MAP_CACHE", "0")
+    assert torch.equal(op(num, idx), want)
+    with torch.no_grad():
+        idx.data[0, 0, 0, 0] = 5  # bypasses the version counter: only seen with the cache off
+    with pytest.raises(RuntimeError, match=r"kv_indices.*= 5"):
+        op(num, idx)
+
+
 def test_bad_tensors_and_cu_seqlens_are_rejected():
     api = effattn.block_sparse_attention
     q, k, v = make_qkv(1, 130, 130, 3, 2, 8, torch.float32, requires_grad=False)

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "block_map_cache.h"
 #include "common_checks.h"
 
 namespace effattn {
@@ -218,7 +219,10 @@ BlockSparseProblem check_block_sparse_inputs(
                 "kv_num_blocks.size(2) must be Mq = ceil(Nq / block_q) = ceil(", p.q_tokens, " / ",
                 block_q, ") = ", ceil_div(p.q_tokens, block_q), ", got ", p.map_q_blocks);
   }
-  check_map_values(p, kv_num_blocks, kv_indices);
+  if (!block_maps_known_valid(p, kv_num_blocks, kv_indices)) {
+    check_map_values(p, kv_num_blocks, kv_indices);
+    remember_valid_block_maps(p, kv_num_blocks, kv_indices);
+  }
   return p;
 }
 

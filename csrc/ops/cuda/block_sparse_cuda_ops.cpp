@@ -1,6 +1,6 @@
 // Torch binding of CUDA block-sparse attention (include/effattn/block_sparse_cuda.h): the
 // shared checks (block_sparse_checks.h), the transposed block map for the backward (built on
-// the GPU with torch ops), allocation, the stream and the launch. Built only with
+// the GPU with torch ops, once per map: block_map_cache.h), allocation, the stream and the launch. Built only with
 // EFFATTN_WITH_CUDA.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 
+#include "../block_map_cache.h"
 #include "../block_sparse_checks.h"
 #include "effattn/block_sparse_cuda.h"
 
@@ -197,7 +198,9 @@ std::tuple<Tensor, Tensor, Tensor> block_sparse_backward_cuda(
   Tensor grad_lse;
   if (grad_lse_in.has_value()) grad_lse = grad_lse_in->to(at::kFloat).contiguous();
 
-  auto [q_num, q_idx] = transpose_map(p, keep[keep.size() - 2], keep[keep.size() - 1]);
+  auto [q_num, q_idx] = cached_transposed_map(p, kv_num_blocks, kv_indices, [&] {
+    return transpose_map(p, keep[keep.size() - 2], keep[keep.size() - 1]);
+  });
   params.q_num_blocks = q_num.data_ptr<int32_t>();
   params.q_indices = q_idx.data_ptr<int32_t>();
   params.q_num_blocks_strides = map_strides(q_num);
