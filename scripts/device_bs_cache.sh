@@ -8,7 +8,7 @@ echo "== pytest block-sparse + estimate (CUDA)"
 timeout 120 python3 -m pytest tests/cuda/test_block_sparse_cuda.py tests/cuda/test_estimate_cuda.py -q -rf -p no:cacheprovider 2>&1 | tail -4
 for f in "1d L330" "2d"; do
   echo "== racecheck (fused128 everywhere, $f)"
-  EFFATTN_SM90_BWD=fused128 timeout 150 compute-sanitizer --tool racecheck $st --filter "$f" > rc.log 2>&1
+  EFFATTN_SM90_BWD=fused128 timeout 90 compute-sanitizer --tool racecheck $st --filter "$f" > rc.log 2>&1
   grep -E "passed|SUMMARY" rc.log | tail -2
   grep -A3 "Race reported" rc.log | head -12
 done
