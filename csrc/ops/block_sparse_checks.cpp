@@ -42,21 +42,17 @@ std::vector<int64_t> check_cu_seqlens(const char* name, const at::Tensor& cu, co
   return out;
 }
 
-// Value checks of the maps, with tensor ops on their device (one host sync per check).
+// Value checks of the maps, with tensor ops on their device: the three conditions are
+// reduced on the device and cross to the host together (one sync); only a failing check
+// computes its error message (more syncs, on the error path).
 void check_map_values(const BlockSparseProblem& p, const at::Tensor& kv_num_blocks,
                       const at::Tensor& kv_indices) {
   if (kv_num_blocks.numel() == 0) return;
   const int64_t mb = p.max_blocks;
   const at::Tensor num = kv_num_blocks.to(at::kLong);
   const at::Tensor bad_num = num.lt(0).logical_or(num.gt(mb));
-  if (bad_num.any().item<bool>()) {
-    const at::Tensor pos = bad_num.nonzero().select(0, 0).to(at::kCPU);
-    const int64_t b = pos[0].item<int64_t>(), h = pos[1].item<int64_t>(), m = pos[2].item<int64_t>();
-    TORCH_CHECK(false, "kv_num_blocks must be in [0, max_blocks] = [0, ", mb, "] (max_blocks = ",
-                "kv_indices.size(-1)), got kv_num_blocks[", b, ", ", h, ", ", m, "] = ",
-                num.index({b, h, m}).item<int64_t>());
-  }
-  if (mb == 0) return;
+  // Out-of-range counts make `live` meaningless: the later checks are only read when
+  // bad_num is clear (they are computed anyway, to keep to one sync).
   const at::Tensor idx = kv_indices.to(at::kLong);
   const auto opts = num.options();
   // live[b, h, m, j]: entry j of row (b, h, m) is read (j < kv_num_blocks[b, h, m]).
@@ -81,7 +77,26 @@ void check_map_values(const BlockSparseProblem& p, const at::Tensor& kv_num_bloc
     live = live.logical_and(bound.ge(0));
   }
   const at::Tensor bad_idx = live.logical_and(idx.lt(0).logical_or(idx.ge(bound)));
-  if (bad_idx.any().item<bool>()) {
+  // A key block listed twice in one row would be counted twice: reject it.
+  at::Tensor sorted, dup;
+  if (mb > 1) {
+    const at::Tensor filler = at::arange(mb, opts).add(p.k_blocks + 1);
+    sorted = std::get<0>(at::where(live, idx, filler).sort(-1));
+    dup = sorted.narrow(-1, 1, mb - 1).eq(sorted.narrow(-1, 0, mb - 1));
+  }
+  std::vector<at::Tensor> flags = {bad_num.any(), bad_idx.any()};
+  if (dup.defined()) flags.push_back(dup.any());
+  const at::Tensor host_flags = at::stack(flags).to(at::kCPU);
+  const bool* f = host_flags.const_data_ptr<bool>();
+
+  if (f[0]) {
+    const at::Tensor pos = bad_num.nonzero().select(0, 0).to(at::kCPU);
+    const int64_t b = pos[0].item<int64_t>(), h = pos[1].item<int64_t>(), m = pos[2].item<int64_t>();
+    TORCH_CHECK(false, "kv_num_blocks must be in [0, max_blocks] = [0, ", mb, "] (max_blocks = ",
+                "kv_indices.size(-1)), got kv_num_blocks[", b, ", ", h, ", ", m, "] = ",
+                num.index({b, h, m}).item<int64_t>());
+  }
+  if (f[1]) {
     const at::Tensor pos = bad_idx.nonzero().select(0, 0).to(at::kCPU);
     const int64_t b = pos[0].item<int64_t>(), h = pos[1].item<int64_t>();
     const int64_t m = pos[2].item<int64_t>(), j = pos[3].item<int64_t>();
@@ -94,21 +109,13 @@ void check_map_values(const BlockSparseProblem& p, const at::Tensor& kv_num_bloc
                 p.map_heads == 1 ? 0 : h, ", ", m, ", ", j, "] = ", value,
                 p.varlen ? " for sequence " + std::to_string(b) : std::string());
   }
-  if (mb > 1) {
-    // A key block listed twice in one row would be counted twice: reject it.
-    const at::Tensor filler = at::arange(mb, opts).add(p.k_blocks + 1);
-    const at::Tensor keys = at::where(live, idx, filler);
-    const at::Tensor sorted = std::get<0>(keys.sort(-1));
-    const at::Tensor dup =
-        sorted.narrow(-1, 1, mb - 1).eq(sorted.narrow(-1, 0, mb - 1));
-    if (dup.any().item<bool>()) {
-      const at::Tensor pos = dup.nonzero().select(0, 0).to(at::kCPU);
-      const int64_t b = pos[0].item<int64_t>(), h = pos[1].item<int64_t>();
-      const int64_t m = pos[2].item<int64_t>(), j = pos[3].item<int64_t>();
-      TORCH_CHECK(false, "kv_indices must not repeat a key block within a row, got key block ",
-                  sorted.index({b, h, m, j}).item<int64_t>(), " twice in kv_indices[",
-                  p.map_batch == 1 ? 0 : b, ", ", p.map_heads == 1 ? 0 : h, ", ", m, "]");
-    }
+  if (dup.defined() && f[2]) {
+    const at::Tensor pos = dup.nonzero().select(0, 0).to(at::kCPU);
+    const int64_t b = pos[0].item<int64_t>(), h = pos[1].item<int64_t>();
+    const int64_t m = pos[2].item<int64_t>(), j = pos[3].item<int64_t>();
+    TORCH_CHECK(false, "kv_indices must not repeat a key block within a row, got key block ",
+                sorted.index({b, h, m, j}).item<int64_t>(), " twice in kv_indices[",
+                p.map_batch == 1 ? 0 : b, ", ", p.map_heads == 1 ? 0 : h, ", ", m, "]");
   }
 }
 

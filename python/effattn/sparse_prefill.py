@@ -132,12 +132,15 @@ def block_density(kv_num_blocks, seq_len, block_size, is_causal=True):
     return kv_num_blocks.float().sum(-1).mean(0) / live
 
 
-def coarsen_block_map(kv_num_blocks, kv_indices, num_k_blocks, factor):
+def coarsen_block_map(kv_num_blocks, kv_indices, num_k_blocks, factor, checked=True):
     """The block map at `factor` times the block size: a coarse block is kept when any of its
-    fine blocks is (a superset of the fine map's entries). Returns (kv_num_blocks, kv_indices)."""
-    from .block_sparse import block_mask_to_indices, indices_to_block_mask
+    fine blocks is (a superset of the fine map's entries). Returns (kv_num_blocks, kv_indices).
+    checked=False skips the value checks of the input maps (and their host syncs): only for
+    maps valid by construction, such as estimate_block_mask's."""
+    from .block_sparse import _block_mask_unchecked, block_mask_to_indices, indices_to_block_mask
 
-    mask = indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks)
+    to_mask = indices_to_block_mask if checked else _block_mask_unchecked
+    mask = to_mask(kv_num_blocks, kv_indices, num_k_blocks)
     b, h, mq, mk = mask.shape
     pad = torch.nn.functional.pad(mask, (0, (-mk) % factor, 0, (-mq) % factor))
     coarse = pad.unflatten(2, (-1, factor)).unflatten(4, (-1, factor)).any(dim=5).any(dim=3)
@@ -170,7 +173,7 @@ def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_token
     attn_num, attn_idx = kv_num_blocks, kv_indices
     if tuple(attn_size) != tuple(block_size):
         attn_num, attn_idx = coarsen_block_map(kv_num_blocks, kv_indices, math.ceil(q.shape[1] / block_size[1]),
-                                               attn_size[0] // block_size[0])
+                                               attn_size[0] // block_size[0], checked=False)
     out = block_sparse_attention(q, k, v, kv_num_blocks=attn_num, kv_indices=attn_idx,
                                  block_size=tuple(attn_size), is_causal=is_causal, scale=scale)
     if not return_stats:
