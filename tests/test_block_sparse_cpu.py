@@ -434,6 +434,8 @@ def test_bad_maps_are_rejected_before_any_kernel():
     bad[1, 2, 0, 1] = -1
     with pytest.raises(RuntimeError, match=r"kv_indices.*\[0, 2\).*= -1"):
         op(num, bad)
+    # Rows need not be ordered (an unordered row takes the sort-based duplicate check).
+    torch.testing.assert_close(op(num, idx.flip(-1)), op(num, idx))  # other summation order
     dup = idx.clone()
     dup[0, 1, 2] = torch.tensor([1, 1], dtype=torch.int32)
     with pytest.raises(RuntimeError, match="must not repeat a key block"):

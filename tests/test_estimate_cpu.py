@@ -183,6 +183,16 @@ def test_attention_on_a_coarsened_map_keeps_every_estimated_block(llm):
     coarse = effattn.indices_to_block_mask(nb2, idx2, math.ceil(N / 128))
     covered = coarse.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :fine.shape[2], :fine.shape[3]]
     assert not (fine & ~covered).any()
+    # The unchecked path (sparse_prefill_attention's) gives the same coarse map, the same live
+    # lists and zeros past them; odd block counts and broadcast heads included.
+    for fac, rows in ((2, None), (3, 7)):
+        n_f, i_f = (nb, idx) if rows is None else (nb[:, :1, :rows], idx[:, :1, :rows])
+        nk = math.ceil(N / 64)
+        nb_c, idx_c = coarsen_block_map(n_f, i_f, nk, fac)
+        nb_u, idx_u = coarsen_block_map(n_f, i_f, nk, fac, checked=False)
+        assert torch.equal(nb_u, nb_c)
+        live = torch.arange(idx_c.shape[-1]) < nb_c[..., None]
+        assert torch.equal(torch.where(live, idx_c, 0), idx_u)
     out = effattn.sparse_prefill_attention(q, k, v, 1e-2, attention_block_size=(128, 128))
     expected = effattn.block_sparse_attention(q, k, v, kv_num_blocks=nb2, kv_indices=idx2, block_size=(128, 128),
                                               is_causal=True)

@@ -53,7 +53,7 @@ void check_map_values(const BlockSparseProblem& p, const at::Tensor& kv_num_bloc
   const at::Tensor bad_num = num.lt(0).logical_or(num.gt(mb));
   // Out-of-range counts make `live` meaningless: the later checks are only read when
   // bad_num is clear (they are computed anyway, to keep to one sync).
-  const at::Tensor idx = kv_indices.to(at::kLong);
+  const at::Tensor& idx = kv_indices;  // int32, compared without a widened copy
   const auto opts = num.options();
   // live[b, h, m, j]: entry j of row (b, h, m) is read (j < kv_num_blocks[b, h, m]).
   at::Tensor live = at::arange(mb, opts).lt(num.unsqueeze(-1));
@@ -77,17 +77,27 @@ void check_map_values(const BlockSparseProblem& p, const at::Tensor& kv_num_bloc
     live = live.logical_and(bound.ge(0));
   }
   const at::Tensor bad_idx = live.logical_and(idx.lt(0).logical_or(idx.ge(bound)));
-  // A key block listed twice in one row would be counted twice: reject it.
-  at::Tensor sorted, dup;
+  // A key block listed twice in one row would be counted twice: reject it. Rows listing their
+  // live blocks in increasing order (block_mask_to_indices, the estimator, FlexAttention's
+  // BlockMask) cannot repeat one; only maps with an unordered row pay for a sort (and a
+  // second sync).
+  at::Tensor unordered;
   if (mb > 1) {
-    const at::Tensor filler = at::arange(mb, opts).add(p.k_blocks + 1);
-    sorted = std::get<0>(at::where(live, idx, filler).sort(-1));
-    dup = sorted.narrow(-1, 1, mb - 1).eq(sorted.narrow(-1, 0, mb - 1));
+    unordered = live.narrow(-1, 1, mb - 1)
+                    .logical_and(idx.narrow(-1, 1, mb - 1).le(idx.narrow(-1, 0, mb - 1)));
   }
   std::vector<at::Tensor> flags = {bad_num.any(), bad_idx.any()};
-  if (dup.defined()) flags.push_back(dup.any());
+  if (unordered.defined()) flags.push_back(unordered.any());
   const at::Tensor host_flags = at::stack(flags).to(at::kCPU);
   const bool* f = host_flags.const_data_ptr<bool>();
+  at::Tensor sorted, dup;
+  bool has_dup = false;
+  if (!f[0] && !f[1] && unordered.defined() && f[2]) {
+    const at::Tensor filler = at::arange(mb, opts).add(p.k_blocks + 1);
+    sorted = std::get<0>(at::where(live, idx.to(at::kLong), filler).sort(-1));
+    dup = sorted.narrow(-1, 1, mb - 1).eq(sorted.narrow(-1, 0, mb - 1));
+    has_dup = dup.any().item<bool>();
+  }
 
   if (f[0]) {
     const at::Tensor pos = bad_num.nonzero().select(0, 0).to(at::kCPU);
@@ -109,7 +119,7 @@ void check_map_values(const BlockSparseProblem& p, const at::Tensor& kv_num_bloc
                 p.map_heads == 1 ? 0 : h, ", ", m, ", ", j, "] = ", value,
                 p.varlen ? " for sequence " + std::to_string(b) : std::string());
   }
-  if (dup.defined() && f[2]) {
+  if (has_dup) {
     const at::Tensor pos = dup.nonzero().select(0, 0).to(at::kCPU);
     const int64_t b = pos[0].item<int64_t>(), h = pos[1].item<int64_t>();
     const int64_t m = pos[2].item<int64_t>(), j = pos[3].item<int64_t>();

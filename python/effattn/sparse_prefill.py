@@ -135,16 +135,27 @@ def block_density(kv_num_blocks, seq_len, block_size, is_causal=True):
 def coarsen_block_map(kv_num_blocks, kv_indices, num_k_blocks, factor, checked=True):
     """The block map at `factor` times the block size: a coarse block is kept when any of its
     fine blocks is (a superset of the fine map's entries). Returns (kv_num_blocks, kv_indices).
-    checked=False skips the value checks of the input maps (and their host syncs): only for
-    maps valid by construction, such as estimate_block_mask's."""
-    from .block_sparse import _block_mask_unchecked, block_mask_to_indices, indices_to_block_mask
+    checked=False is for maps valid by construction (estimate_block_mask's): no value checks
+    (and no host syncs), the coarse blocks scattered straight from the lists, and zeros past each
+    row's live blocks."""
+    from .block_sparse import _block_mask_to_indices_compact, block_mask_to_indices, indices_to_block_mask
 
-    to_mask = indices_to_block_mask if checked else _block_mask_unchecked
-    mask = to_mask(kv_num_blocks, kv_indices, num_k_blocks)
-    b, h, mq, mk = mask.shape
-    pad = torch.nn.functional.pad(mask, (0, (-mk) % factor, 0, (-mq) % factor))
-    coarse = pad.unflatten(2, (-1, factor)).unflatten(4, (-1, factor)).any(dim=5).any(dim=3)
-    return block_mask_to_indices(coarse)
+    if checked:
+        mask = indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks)
+        b, h, mq, mk = mask.shape
+        pad = torch.nn.functional.pad(mask, (0, (-mk) % factor, 0, (-mq) % factor))
+        coarse = pad.unflatten(2, (-1, factor)).unflatten(4, (-1, factor)).any(dim=5).any(dim=3)
+        return block_mask_to_indices(coarse)
+    *lead, mq, mb = kv_indices.shape
+    mq_c, mk_c = -(-mq // factor), -(-num_k_blocks // factor)
+    device = kv_indices.device
+    live = torch.arange(mb, device=device) < kv_num_blocks[..., None].long()
+    # Flat position (coarse row, coarse block) of every live entry; dead ones hit a spare column.
+    row = (torch.arange(mq, device=device) // factor)[:, None] * (mk_c + 1)
+    flat = row + torch.where(live, kv_indices.long() // factor, mk_c)
+    coarse = torch.zeros(*lead, mq_c * (mk_c + 1), dtype=torch.bool, device=device)
+    coarse.scatter_(-1, flat.flatten(-2), True)
+    return _block_mask_to_indices_compact(coarse.unflatten(-1, (mq_c, mk_c + 1))[..., :mk_c])
 
 
 def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_tokens=None, local_tokens=256,
