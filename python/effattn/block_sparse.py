@@ -235,19 +235,6 @@ def block_mask_to_indices(block_mask):
     return kv_num_blocks, kv_indices
 
 
-def _block_mask_to_indices_compact(block_mask):
-    """block_mask_to_indices with zeros past each row's live blocks instead of the row's other
-    blocks: a prefix sum and one scatter instead of a sort per row (the estimator's maps at
-    131072 tokens: ~33M entries)."""
-    mk = block_mask.shape[-1]
-    kv_num_blocks = block_mask.sum(dim=-1, dtype=torch.int32)
-    slot = torch.where(block_mask, torch.cumsum(block_mask, dim=-1, dtype=torch.int32) - 1, mk).long()
-    blocks = torch.arange(mk, dtype=torch.int32, device=block_mask.device).expand(block_mask.shape)
-    kv_indices = torch.zeros(*block_mask.shape[:-1], mk + 1, dtype=torch.int32, device=block_mask.device)
-    kv_indices.scatter_(-1, slot, blocks)
-    return kv_num_blocks, kv_indices[..., :mk]
-
-
 def indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks):
     """(kv_num_blocks `[B|1, H|1, Mq]`, kv_indices `[B|1, H|1, Mq, max_blocks]`) → dense bool
     block mask `[B|1, H|1, Mq, num_k_blocks]`, on the maps' device. Entries past kv_num_blocks

@@ -78,6 +78,12 @@ def _check_options(q, k, block_size, sink_tokens, local_tokens, is_causal, bits,
 
 
 def _log_threshold(threshold, heads, device):
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        # Checked on the host: a device check would cost a sync per call.
+        if not (math.isfinite(threshold) and threshold >= 0):
+            raise ValueError("threshold must be finite and >= 0 (0 keeps every block)")
+        log_tau = torch.log(torch.tensor(threshold, dtype=torch.float32)).item()  # fp32 log, as below
+        return torch.full((heads,), log_tau, dtype=torch.float32, device=device)
     tau = torch.as_tensor(threshold, dtype=torch.float32, device=device)
     if tau.dim() == 0:
         tau = tau.expand(heads)
@@ -135,10 +141,11 @@ def block_density(kv_num_blocks, seq_len, block_size, is_causal=True):
 def coarsen_block_map(kv_num_blocks, kv_indices, num_k_blocks, factor, checked=True):
     """The block map at `factor` times the block size: a coarse block is kept when any of its
     fine blocks is (a superset of the fine map's entries). Returns (kv_num_blocks, kv_indices).
-    checked=False is for maps valid by construction (estimate_block_mask's): no value checks
-    (and no host syncs), the coarse blocks scattered straight from the lists, and zeros past each
-    row's live blocks."""
-    from .block_sparse import _block_mask_to_indices_compact, block_mask_to_indices, indices_to_block_mask
+    checked=False is for maps valid by construction (estimate_block_mask's): no value checks,
+    and the coarse lists are merged from the fine ones (`factor` rows each, cut to the longest
+    row: one host sync) instead of going through dense masks; kv_indices then holds zeros past
+    each row's live blocks and is only as wide as the longest merged list can be."""
+    from .block_sparse import block_mask_to_indices, indices_to_block_mask
 
     if checked:
         mask = indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks)
@@ -146,16 +153,20 @@ def coarsen_block_map(kv_num_blocks, kv_indices, num_k_blocks, factor, checked=T
         pad = torch.nn.functional.pad(mask, (0, (-mk) % factor, 0, (-mq) % factor))
         coarse = pad.unflatten(2, (-1, factor)).unflatten(4, (-1, factor)).any(dim=5).any(dim=3)
         return block_mask_to_indices(coarse)
-    *lead, mq, mb = kv_indices.shape
+    mq = kv_indices.shape[-2]
     mq_c, mk_c = -(-mq // factor), -(-num_k_blocks // factor)
-    device = kv_indices.device
-    live = torch.arange(mb, device=device) < kv_num_blocks[..., None].long()
-    # Flat position (coarse row, coarse block) of every live entry; dead ones hit a spare column.
-    row = (torch.arange(mq, device=device) // factor)[:, None] * (mk_c + 1)
-    flat = row + torch.where(live, kv_indices.long() // factor, mk_c)
-    coarse = torch.zeros(*lead, mq_c * (mk_c + 1), dtype=torch.bool, device=device)
-    coarse.scatter_(-1, flat.flatten(-2), True)
-    return _block_mask_to_indices_compact(coarse.unflatten(-1, (mq_c, mk_c + 1))[..., :mk_c])
+    width = max(int(kv_num_blocks.max()), 1) if kv_num_blocks.numel() else 1
+    idx = kv_indices[..., :width].long()
+    live = torch.arange(width, device=idx.device) < kv_num_blocks[..., None].long()
+    # Candidates of each coarse row: its fine rows' blocks // factor; dead entries and padding
+    # rows hold mk_c, which sorts last.
+    cand = torch.where(live, idx // factor, mk_c)
+    cand = torch.nn.functional.pad(cand, (0, 0, 0, mq_c * factor - mq), value=mk_c)
+    cand = cand.unflatten(-2, (mq_c, factor)).flatten(-2).sort(dim=-1).values
+    repeat = torch.nn.functional.pad(cand[..., 1:] == cand[..., :-1], (1, 0), value=False)
+    cand = torch.where(repeat, mk_c, cand).sort(dim=-1).values[..., :min(cand.shape[-1], mk_c)]
+    keep = cand < mk_c
+    return keep.sum(dim=-1, dtype=torch.int32), torch.where(keep, cand, 0).to(torch.int32)
 
 
 def sparse_prefill_attention(q, k, v, threshold, block_size=(64, 64), sink_tokens=None, local_tokens=256,
