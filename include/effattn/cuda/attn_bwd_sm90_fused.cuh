@@ -616,6 +616,11 @@ __global__ void __launch_bounds__(384, 1)
     uint32_t pf[4][4];
     sm90_pack_a<T>(s, pf);
     sm90_bwd_store_ds<T>(dp, sDSh, kr0, qid);
+    // dS^T as register A fragments too: dK += dS^T Q is an RS product (no operand reads of the
+    // dS^T panel: 8 KB less shared-memory traffic per warpgroup and tile). Probe 128: the SS
+    // product from the panel instead (the A/B baseline).
+    uint32_t dsf[4][4];
+    sm90_pack_a<T>(dp, dsf);
 
     // dV += P^T dO now (P^T from registers; it needs no dS).
     sm90::fence_regs(acc_dv);
@@ -642,11 +647,10 @@ __global__ void __launch_bounds__(384, 1)
           sm90::desc_mnmajor(sK + (kk / 4) * Cfg::kTile + half * (R * 128) + (kk % 4) * 16 * 128, R * 128),
           kk > 0);
     sm90::wgmma_commit();
-    // dK += dS^T Q (this half's dS^T K-major from shared memory).
+    // dK += dS^T Q.
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_ss_tt<T, D, 0, 1>(acc_dk, sm90_kstep_desc<R>(sDSh, kk),
-                                    sm90::desc_mnmajor(sQ + kk * 16 * 128, R * 128), 1);
+      sm90::wgmma_rs<T, D, 1>(acc_dk, dsf[kk], sm90::desc_mnmajor(sQ + kk * 16 * 128, R * 128), 1);
     sm90::wgmma_commit();
     sm90::wgmma_wait<1>();  // dV and dQ done
     sm90::fence_regs(dq);
@@ -682,7 +686,10 @@ __global__ void __launch_bounds__(384, 1)
     sm90::fence_regs(acc_dv);
     sm90::fence_regs(acc_dk);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(pf[kk]);
+    for (int kk = 0; kk < 4; ++kk) {
+      sm90::fence_regs(pf[kk]);
+      sm90::fence_regs(dsf[kk]);
+    }
     sm90::mbar_arrive_warp(bar_empty + 8 * st, lane);  // Q, dO, lse, delta of this stage done
     mask_cur = mask_nxt;
     mask_nxt = mask_after;
