@@ -12,6 +12,7 @@ import torch
 
 from effattn.bench.synthetic import llm_like_qkv
 from effattn.sparse_prefill import block_density, estimate_block_mask
+from effattn.timing import median_ms
 
 
 def estimated_macs(n, heads, d=128, block=64, sink=64, local=256):
@@ -27,17 +28,7 @@ def estimated_macs(n, heads, d=128, block=64, sink=64, local=256):
 
 
 def timed(fn, reps=5):
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return median_ms(fn, "cuda", warmup=1, repeats=reps)
 
 
 def pass3_ms(fn):

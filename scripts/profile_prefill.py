@@ -11,25 +11,13 @@ import torch.nn.functional as F
 from effattn import block_sparse_attention, indices_to_block_mask
 from effattn.bench.synthetic import llm_like_qkv
 from effattn.sparse_prefill import block_density, coarsen_block_map, estimate_block_mask, sparse_prefill_attention
+from effattn.timing import median_ms
 
 
 def timed(fn, reps=5):
     if not torch.cuda.is_available():  # CPU smoke run: one call, wall time
-        import time
-        t = time.perf_counter()
-        fn()
-        return 1e3 * (time.perf_counter() - t)
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+        return median_ms(fn, "cpu", warmup=0, repeats=1)
+    return median_ms(fn, "cuda", warmup=1, repeats=reps)
 
 
 def kernel_table(fn):
