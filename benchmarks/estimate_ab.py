@@ -2,7 +2,7 @@
 whole estimate_block_mask time per implementation, pass 3's kernel time (profiler) and its int8
 rate on the estimated entries, and whether the maps are equal bit for bit to the first
 implementation's.
-    python benchmarks/estimate_ab.py [--n 65536 131072] [--impl wgmma1 wgmma wgmma2u mma] [--tau 1e-2]
+    python benchmarks/estimate_ab.py [--n 65536 131072] [--impl wgmma2u wgmma mma] [--tau 1e-2]
 Inputs: llm_like_qkv (B 1, H = H_kv 32, D 128, bf16), causal, 64x64 blocks, sink 64, local 256
 (estimate_block_mask's defaults)."""
 import argparse
@@ -43,7 +43,7 @@ def pass3_ms(fn):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, nargs="+", default=[65536, 131072])
-    ap.add_argument("--impl", nargs="+", default=["wgmma1", "wgmma"])
+    ap.add_argument("--impl", nargs="+", default=["wgmma2u", "wgmma"])
     ap.add_argument("--tau", type=float, default=1e-2)
     ap.add_argument("--heads", type=int, default=32)
     args = ap.parse_args()

@@ -20,15 +20,14 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 int clamp_to(int64_t v, int64_t hi) { return static_cast<int>(v < hi ? v : hi); }
 
 // Pass 3: a Hopper int8 wgmma kernel (estimate_int8_sm90.cu) where it applies (head dim 128,
-// sm_90a), else the mma.sync kernel. H200, N 65536, pass 3: mma.sync 69 ms, v1 25.9, v2 14.7,
-// v2 unrolled by 2 13.8 (RESULTS fifth session run 2; same maps). EFFATTN_ESTIMATE_IMPL: unset or
-// wgmma2u = v2 with its chunk loop unrolled by 2, wgmma = v2, wgmma1 = v1, mma = the mma.sync
-// kernel. Read at every call, so one process can compare them.
+// sm_90a), else the mma.sync kernel. H200, N 65536, pass 3: mma.sync 69 ms, v2 14.7, v2 unrolled
+// by 2 13.8 (RESULTS fifth session run 2; same maps). EFFATTN_ESTIMATE_IMPL: unset or wgmma2u =
+// v2 with its chunk loop unrolled by 2, wgmma = v2, mma = the mma.sync kernel. Read at every
+// call, so one process can compare them.
 cudaError_t run_estimate_pass(const EstArgs& a, cudaStream_t stream) {
   const char* impl = std::getenv("EFFATTN_ESTIMATE_IMPL");
   const bool force_mma = impl != nullptr && std::strcmp(impl, "mma") == 0;
   Sm90Estimate v = Sm90Estimate::kV2Unroll2;
-  if (impl != nullptr && std::strcmp(impl, "wgmma1") == 0) v = Sm90Estimate::kV1;
   if (impl != nullptr && std::strcmp(impl, "wgmma") == 0) v = Sm90Estimate::kV2;
   if (!force_mma && estimate_sm90_usable(a, v)) return launch_estimate_sm90(a, stream, v);
   return launch_estimate(a, stream);

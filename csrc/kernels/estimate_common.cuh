@@ -286,10 +286,10 @@ cudaError_t launch_key_prep(const EstArgs& a, bool f16, cudaStream_t stream);
 cudaError_t launch_stats(const EstArgs& a, bool f16, cudaStream_t stream);
 cudaError_t launch_estimate(const EstArgs& a, cudaStream_t stream);
 // Pass 3 on Hopper (estimate_int8_sm90.cu): usable for head_dim 128 when the kernel was built
-// for sm_90a and the device is sm_90 (and EFFATTN_FORCE_SM80 is unset). Kernels: v2 (the
-// default: one wgmma pipeline over the unit stream), v2 with its chunk loop unrolled by 2, and
-// v1 (a drain per chunk), kept for A/B runs (EFFATTN_ESTIMATE_IMPL=wgmma / wgmma2u / wgmma1).
-enum class Sm90Estimate : int { kV2 = 0, kV2Unroll2 = 1, kV1 = 2 };
+// for sm_90a and the device is sm_90 (and EFFATTN_FORCE_SM80 is unset). Kernels: v2 (one wgmma
+// pipeline over the unit stream) with its chunk loop unrolled by 2 (the default) or not (kept
+// for A/B runs: EFFATTN_ESTIMATE_IMPL=wgmma).
+enum class Sm90Estimate : int { kV2 = 0, kV2Unroll2 = 1 };
 bool estimate_sm90_usable(const EstArgs& a, Sm90Estimate v = Sm90Estimate::kV2);
 cudaError_t launch_estimate_sm90(const EstArgs& a, cudaStream_t stream, Sm90Estimate v = Sm90Estimate::kV2);
 cudaError_t launch_compact(const EstArgs& a, cudaStream_t stream);

@@ -6,10 +6,9 @@
   row layout included (kept blocks increasing, then zeros), except blocks decided by entries
   within rounding of the threshold (the CPU test's tie rule: the block's best margin in the
   reference is within 1e-3 of 0).
-- pass 3's four kernels (EFFATTN_ESTIMATE_IMPL=mma / =wgmma1 / =wgmma / =wgmma2u, head_dim
-  128): the same map bit for bit, and the wgmma settings really run the Hopper kernels on
-  sm_90 (profiler: estimate_sm90_kernel for wgmma1, estimate_sm90_v2_kernel<1> for wgmma,
-  <2> for wgmma2u).
+- pass 3's three kernels (EFFATTN_ESTIMATE_IMPL=mma / =wgmma / =wgmma2u, head_dim 128): the
+  same map bit for bit, and the wgmma settings really run the Hopper kernels on sm_90
+  (profiler: estimate_sm90_v2_kernel<1> for wgmma, <2> for wgmma2u and by default).
 Odd N, GQA groups 1/2/3/4/8, block sizes 64/128 on each side, per-token / per-block / odd
 quantization blocks, causal and not, per-head thresholds including 0 and 1e30. Freed memory
 is poisoned with NaN before each run, so unwritten outputs show up.
@@ -197,7 +196,7 @@ def test_map_matches_cpu_from_the_same_quantized_values(case):
 
 
 # Pass 3 has four CUDA kernels, picked per call by EFFATTN_ESTIMATE_IMPL (default wgmma where usable): mma.sync
-# (estimate_int8.cu) and, with "wgmma" / "wgmma2u" / "wgmma1", the Hopper ones (estimate_int8_sm90.cu:
+# (estimate_int8.cu) and, with "wgmma" / "wgmma2u", the Hopper ones (estimate_int8_sm90.cu:
 # v2, the default, / v2 with its chunk loop unrolled by 2 / v1) where they run (head_dim 128, sm_90a
 # build on an sm_90 device; elsewhere they run the mma.sync kernel). All must give the same map. Cases: D = 128, in MAP_CASES' format, with their inputs
 # (llm_like_qkv, or randn: also where llm_like_qkv needs more tokens).
@@ -221,7 +220,7 @@ def make_qk_randn(case, seed=0):
 
 @pytest.mark.parametrize("case, inputs", IMPL_CASES, ids=lambda c: map_id(c) if isinstance(c, tuple) else c)
 def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
-    """EFFATTN_ESTIMATE_IMPL=mma, =wgmma1, =wgmma and =wgmma2u in one process: the same map bit
+    """EFFATTN_ESTIMATE_IMPL=mma, =wgmma and =wgmma2u in one process: the same map bit
     for bit, and the CPU op's (up to its ties)."""
     _, n, h, _, d, block, quant_block, sink, local, causal, _, taus, scale = case
     q, k = make_qk(case) if inputs == "llm_like" else make_qk_randn(case)
@@ -230,13 +229,13 @@ def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
     args = (*block, quant_block, sink, local, causal, scale)
     on_device = [t.to(DEVICE) for t in (q, k, *qq, *kq, log_tau)]
     maps = {}
-    for impl in ("mma", "wgmma1", "wgmma", "wgmma2u"):
+    for impl in ("mma", "wgmma", "wgmma2u"):
         monkeypatch.setenv("EFFATTN_ESTIMATE_IMPL", impl)  # read by the launcher at every call
         poison_memory()
         maps[impl] = [t.cpu() for t in ops.estimate_block_mask(*on_device, *args)]
     (nb, idx) = maps["mma"]
     live = torch.arange(idx.shape[-1]) < nb[..., None].long()
-    for impl in ("wgmma1", "wgmma", "wgmma2u"):
+    for impl in ("wgmma", "wgmma2u"):
         nb_w, idx_w = maps[impl]
         assert torch.equal(nb_w, nb), impl
         assert torch.equal(idx_w[live], idx[live]), impl
@@ -250,7 +249,7 @@ def test_mma_and_wgmma_kernels_give_the_same_map(case, inputs, monkeypatch):
 def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
     """The kernel that runs, by name (profiler): =mma never a Hopper kernel; on an sm_90 device
     (D = 128) =wgmma the Hopper kernel estimate_sm90_v2_kernel<1>, =wgmma2u and unset (the default)
-    estimate_sm90_v2_kernel<2> and =wgmma1 estimate_sm90_kernel (v1)."""
+    estimate_sm90_v2_kernel<2>."""
     if DEVICE != "cuda":
         pytest.skip("profiles CUDA kernels")
     case = IMPL_CASES[0][0]
@@ -281,8 +280,6 @@ def test_wgmma_setting_runs_the_sm90_kernel(monkeypatch):
     assert v2(2, names), names
     names = kernels_run(None)  # the default
     assert v2(2, names), names
-    names = kernels_run("wgmma1")
-    assert any("estimate_sm90_kernel" in x for x in names), names
     assert not any("estimate_sm90_v2_kernel" in x for x in names), names
 
 
