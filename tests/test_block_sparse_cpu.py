@@ -505,6 +505,14 @@ def test_checked_maps_are_rechecked_after_in_place_changes(monkeypatch):
     # Same tensors, fewer keys: index 1 is out of range for Mk = 1, so the maps are checked again.
     with pytest.raises(RuntimeError, match=r"kv_indices.*\[0, 1\)"):
         op(num, idx, k[:, :100], v[:, :100])
+    # Inference tensors have no version counter: never cached, so every change is seen.
+    with torch.inference_mode():
+        num_i, idx_i = num.clone(), idx.clone()
+        assert torch.equal(op(num_i, idx_i), want)
+        assert torch.equal(op(num_i, idx_i), want)
+        idx_i[0, 0, 0, 0] = 7
+        with pytest.raises(RuntimeError, match=r"kv_indices.*= 7"):
+            op(num_i, idx_i)
     monkeypatch.setenv("EFFATTN_BS_MAP_CACHE", "0")
     assert torch.equal(op(num, idx), want)
     with torch.no_grad():

@@ -20,6 +20,12 @@ bool cache_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
+// Inference tensors (made under torch.inference_mode) have no version counter: in-place
+// changes to them cannot be seen, so they are checked at every call.
+bool cacheable(const at::Tensor& num, const at::Tensor& idx) {
+  return cache_enabled() && !num.is_inference() && !idx.is_inference();
+}
+
 // What one map tensor must still be for a hit.
 struct TensorId {
   c10::weak_intrusive_ptr<c10::TensorImpl> impl;
@@ -85,14 +91,14 @@ std::list<Entry>::iterator find(const BlockSparseProblem& p, const at::Tensor& n
 
 bool block_maps_known_valid(const BlockSparseProblem& p, const at::Tensor& kv_num_blocks,
                             const at::Tensor& kv_indices) {
-  if (!cache_enabled()) return false;
+  if (!cacheable(kv_num_blocks, kv_indices)) return false;
   std::lock_guard<std::mutex> lock(mu);
   return find(p, kv_num_blocks, kv_indices) != entries().end();
 }
 
 void remember_valid_block_maps(const BlockSparseProblem& p, const at::Tensor& kv_num_blocks,
                                const at::Tensor& kv_indices) {
-  if (!cache_enabled()) return;
+  if (!cacheable(kv_num_blocks, kv_indices)) return;
   std::lock_guard<std::mutex> lock(mu);
   if (find(p, kv_num_blocks, kv_indices) != entries().end()) return;
   auto& list = entries();
@@ -104,14 +110,15 @@ void remember_valid_block_maps(const BlockSparseProblem& p, const at::Tensor& kv
 std::pair<at::Tensor, at::Tensor> cached_transposed_map(
     const BlockSparseProblem& p, const at::Tensor& kv_num_blocks, const at::Tensor& kv_indices,
     const std::function<std::pair<at::Tensor, at::Tensor>()>& build) {
-  if (cache_enabled()) {
+  const bool cache = cacheable(kv_num_blocks, kv_indices);
+  if (cache) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = find(p, kv_num_blocks, kv_indices);
     if (it != entries().end() && it->q_num.defined()) return {it->q_num, it->q_idx};
   }
   // Built outside the lock (tensor ops); a concurrent builder of the same entry just repeats it.
   auto built = build();
-  if (cache_enabled()) {
+  if (cache) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = find(p, kv_num_blocks, kv_indices);
     if (it != entries().end()) {

@@ -9,7 +9,8 @@
 // (every in-place op on a map or on a view of it bumps them), the same data pointers, shapes
 // and strides, and the same problem geometry (the bounds the values were checked against).
 // Writes that bypass the version counter (through `.data` or raw pointers) are not seen: such
-// maps are not re-checked. EFFATTN_BS_MAP_CACHE=0 turns the cache off (every call checks).
+// maps are not re-checked. Inference tensors (no version counter) are never cached.
+// EFFATTN_BS_MAP_CACHE=0 turns the cache off (every call checks).
 #pragma once
 
 #include <ATen/core/Tensor.h>
