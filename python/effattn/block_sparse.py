@@ -257,22 +257,10 @@ def indices_to_block_mask(kv_num_blocks, kv_indices, num_k_blocks):
         if bool((live & ((idx < 0) | (idx >= num_k_blocks))).any()):
             raise ValueError(f"kv_indices must hold key-block indices in [0, num_k_blocks) = "
                              f"[0, {num_k_blocks}) in its first kv_num_blocks entries")
-    return _scatter_block_mask(live, idx, kv_num_blocks.shape, num_k_blocks)
-
-
-def _scatter_block_mask(live, idx, shape, num_k_blocks):
-    """The dense mask of maps whose live entries are known to lie in [0, num_k_blocks)."""
     target = torch.where(live, idx, torch.full_like(idx, num_k_blocks))
-    mask = torch.zeros(*shape, num_k_blocks + 1, dtype=torch.bool, device=idx.device)
+    mask = torch.zeros(*kv_num_blocks.shape, num_k_blocks + 1, dtype=torch.bool, device=kv_indices.device)
     mask.scatter_(-1, target, True)
     return mask[..., :num_k_blocks]
-
-
-def _block_mask_unchecked(kv_num_blocks, kv_indices, num_k_blocks):
-    """indices_to_block_mask without the value checks (and their host syncs), for maps made
-    valid by construction (the estimator's)."""
-    live = torch.arange(kv_indices.shape[-1], device=kv_indices.device) < kv_num_blocks[..., None].long()
-    return _scatter_block_mask(live, kv_indices.long(), kv_num_blocks.shape, num_k_blocks)
 
 
 # ---- block patterns ----------------------------------------------------------------------------
