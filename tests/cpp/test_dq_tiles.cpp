@@ -33,6 +33,7 @@ static FakeBlockIdx blockIdx;
 #include "effattn/cuda/block_list_policy.cuh"
 #include "effattn/cuda/dq_tile_layout.cuh"
 #include "effattn/cuda/na_policy.cuh"
+#include "random_tile_shape.h"
 
 using effattn::cuda::BlockListPolicy;
 using effattn::cuda::dq_block_offset;
@@ -117,19 +118,9 @@ NaPolicy make_na(int rank, const int32_t (&len)[3], const int32_t (&kernel)[3], 
 }
 
 NaPolicy random_na(std::mt19937& rng, int rank) {
-  int ql[3] = {0, 0, 0}, kl[3] = {0, 0, 0};
-  if (rank == 1) {
-    ql[0] = kl[0] = 6;  // na_choose_tiles for rank 1
-  } else {
-    for (int* l : {ql, kl}) {
-      int left = 6;
-      for (int a = 0; a < rank; ++a) {
-        const int e = a == rank - 1 ? left : static_cast<int>(rng() % (left + 1));
-        l[a] = e;
-        left -= e;
-      }
-    }
-  }
+  int ql[3], kl[3];  // rank 1: 64 x 1 x 1, as na_choose_tiles
+  random_tile_logs(rng, rank, ql);
+  random_tile_logs(rng, rank, kl);
   int32_t len[3], kernel[3], dil[3], stride[3], causal[3];
   for (int a = 0; a < 3; ++a) {
     const int max_len = rank == 1 ? 3000 : (rank == 2 ? 60 : 18);

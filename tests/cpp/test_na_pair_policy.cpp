@@ -16,6 +16,7 @@
 #define __forceinline__ inline
 #endif
 #include "effattn/cuda/na_policy.cuh"
+#include "random_tile_shape.h"
 
 using effattn::cuda::NaAxisGeom;
 using effattn::cuda::NaPolicy;
@@ -33,15 +34,9 @@ bool has_key(const NaPolicy& pol, const NaPolicy::KTile& kt) {
 // Random geometry of rank 1..3 with query and key tiles of 64 tokens.
 NaPolicy random_policy(std::mt19937& rng) {
   const int rank = 1 + static_cast<int>(rng() % 3);
-  int ql[3] = {0, 0, 0}, kl[3] = {0, 0, 0};
-  for (int* l : {ql, kl}) {
-    int left = 6;
-    for (int a = 0; a < rank; ++a) {
-      const int e = a == rank - 1 ? left : static_cast<int>(rng() % (left + 1));
-      l[a] = e;
-      left -= e;
-    }
-  }
+  int ql[3], kl[3];
+  random_tile_logs(rng, rank, ql);
+  random_tile_logs(rng, rank, kl);
   NaPolicy pol;
   for (int a = 0; a < 3; ++a) {
     NaAxisGeom& ax = pol.geom.ax[a];
