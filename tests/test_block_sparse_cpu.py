@@ -505,6 +505,13 @@ def test_checked_maps_are_rechecked_after_in_place_changes(monkeypatch):
     # Same tensors, fewer keys: index 1 is out of range for Mk = 1, so the maps are checked again.
     with pytest.raises(RuntimeError, match=r"kv_indices.*\[0, 1\)"):
         op(num, idx, k[:, :100], v[:, :100])
+    # A write PyTorch cannot see (a numpy alias) is not re-checked, but the CPU kernels stay in
+    # bounds.
+    op(num, idx)
+    alias = idx.numpy()
+    alias[0, 0, 0, 0] = -50_000_000
+    assert torch.isfinite(op(num, idx)).all()
+    alias[0, 0, 0, 0] = 0
     # Inference tensors have no version counter: never cached, so every change is seen.
     with torch.inference_mode():
         num_i, idx_i = num.clone(), idx.clone()
@@ -519,6 +526,31 @@ def test_checked_maps_are_rechecked_after_in_place_changes(monkeypatch):
         idx.data[0, 0, 0, 0] = 5  # bypasses the version counter: only seen with the cache off
     with pytest.raises(RuntimeError, match=r"kv_indices.*= 5"):
         op(num, idx)
+
+
+def test_maps_used_by_the_op_can_still_be_swapped():
+    """The checked-map cache holds no reference to the map tensors: a module's map buffers can
+    be swapped (load_state_dict / .to under swap_module_params_on_conversion) after a call."""
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("num", torch.tensor([[[1, 1]]], dtype=torch.int32))
+            self.register_buffer("idx", torch.zeros(1, 1, 2, 2, dtype=torch.int32))
+
+        def forward(self, q, k, v):
+            return OPS.block_sparse_attn(q, k, v, self.num, self.idx, 64, 64, False, None)
+
+    layer = Layer()
+    q, k, v = make_qkv(1, 128, 128, 1, 1, 8, torch.float32, requires_grad=False)
+    want = layer(q, k, v)
+    state = {name: t.clone() for name, t in layer.state_dict().items()}
+    swap = torch.__future__.get_swap_module_params_on_conversion()
+    torch.__future__.set_swap_module_params_on_conversion(True)
+    try:
+        layer.load_state_dict(state)
+    finally:
+        torch.__future__.set_swap_module_params_on_conversion(swap)
+    assert torch.equal(layer(q, k, v), want)
 
 
 def test_bad_tensors_and_cu_seqlens_are_rejected():

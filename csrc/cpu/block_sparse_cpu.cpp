@@ -101,9 +101,12 @@ inline void for_each_key(const BlockSparseProblem& p, const Maps& maps,
   const int64_t end = key_end(p, seq, i);
   if (end <= 0) return;
   const int64_t r = Maps::row(p, seq.map_batch, p.map_head(h), i / p.block_q);
-  const int64_t n = maps.num[r];
+  // Clamped and range-checked although the op's checks ran: maps remembered as checked
+  // (block_map_cache.h) may have been changed behind PyTorch's back since; this stays in bounds.
+  const int64_t n = std::clamp<int64_t>(maps.num[r], 0, p.max_blocks);
   const int32_t* list = maps.idx + r * p.max_blocks;
   for (int64_t e = 0; e < n; ++e) {
+    if (list[e] < 0) continue;
     const int64_t j0 = static_cast<int64_t>(list[e]) * p.block_k;
     const int64_t j1 = std::min(j0 + p.block_k, end);
     for (int64_t j = j0; j < j1; ++j) fn(j);
@@ -128,6 +131,7 @@ void forward_kernel(const BlockSparseProblem& p, const Maps& maps, const T* q, c
       int64_t n = 0;
       T m = -std::numeric_limits<T>::infinity();
       for_each_key(p, maps, seq, t - seq.q_start, h, [&](int64_t j) {
+        if (n == buffer) return;  // only a map with a repeated block (unchecked) gets here
         const int64_t kr = (seq.k_start + j) * Hkv + h / G;
         const T s = dot(qr, k + kr * D, D) * scale;
         scores[n] = s;

@@ -1,5 +1,6 @@
 #include "block_map_cache.h"
 
+#include <c10/core/StorageImpl.h>
 #include <c10/core/TensorImpl.h>
 #include <c10/util/intrusive_ptr.h>
 
@@ -20,36 +21,34 @@ bool cache_enabled() {
   return v == nullptr || std::strcmp(v, "0") != 0;
 }
 
-// Inference tensors (made under torch.inference_mode) have no version counter: in-place
-// changes to them cannot be seen, so they are checked at every call.
-bool cacheable(const at::Tensor& num, const at::Tensor& idx) {
-  return cache_enabled() && !num.is_inference() && !idx.is_inference();
-}
-
 // What one map tensor must still be for a hit.
 struct TensorId {
-  c10::weak_intrusive_ptr<c10::TensorImpl> impl;
-  const c10::TensorImpl* raw;
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const c10::StorageImpl* storage_raw;
+  const c10::TensorImpl* impl_raw;
   int64_t version;
-  const void* data;
+  int64_t offset;
   std::vector<int64_t> sizes, strides;
 
   explicit TensorId(const at::Tensor& t)
-      : impl(t.getIntrusivePtr()),
-        raw(t.unsafeGetTensorImpl()),
+      : storage(c10::intrusive_ptr<c10::StorageImpl>::reclaim_copy(t.storage().unsafeGetStorageImpl())),
+        storage_raw(t.storage().unsafeGetStorageImpl()),
+        impl_raw(t.unsafeGetTensorImpl()),
         version(t._version()),
-        data(t.data_ptr()),
+        offset(t.storage_offset()),
         sizes(t.sizes().vec()),
         strides(t.strides().vec()) {}
-  // The weak reference keeps `raw` from being reused by another tensor while it is held, so
-  // pointer equality plus an unexpired reference means the same tensor object.
-  bool matches(const at::Tensor& t) const {
-    return raw == t.unsafeGetTensorImpl() && !impl.expired() && version == t._version() &&
-           data == t.data_ptr() && t.sizes().equals(sizes) && t.strides().equals(strides);
+
+  bool expired() const { return storage.expired(); }
+  // The weak reference keeps `storage_raw` from being reused by another storage while it is
+  // held, so pointer equality plus an unexpired reference means the same memory.
+  bool matches(const TensorId& o) const {
+    return storage_raw == o.storage_raw && !storage.expired() && impl_raw == o.impl_raw &&
+           version == o.version && offset == o.offset && sizes == o.sizes && strides == o.strides;
   }
 };
 
-// The bounds the values were checked against (block_maps_known_valid's geometry).
+// The bounds the values were checked against.
 std::vector<int64_t> geometry(const BlockSparseProblem& p) {
   std::vector<int64_t> g = {p.k_blocks, p.max_blocks, p.map_q_blocks, p.map_batch, p.map_heads,
                             p.block_q,  p.block_k,    p.varlen ? 1 : 0};
@@ -62,10 +61,22 @@ std::vector<int64_t> geometry(const BlockSparseProblem& p) {
   return g;
 }
 
-struct Entry {
+}  // namespace
+
+struct BlockMapKey {
   TensorId num, idx;
   std::vector<int64_t> geo;
+
+  bool matches(const BlockMapKey& o) const { return geo == o.geo && num.matches(o.num) && idx.matches(o.idx); }
+  bool expired() const { return num.expired() || idx.expired(); }
+};
+
+namespace {
+
+struct Entry {
+  BlockMapKey key;
   at::Tensor q_num, q_idx;  // transposed map, once a backward built it
+  int64_t stream_id = 0;    // the stream it was built on
 };
 
 std::mutex mu;
@@ -74,12 +85,13 @@ std::list<Entry>& entries() {
   return list;
 }
 
-// The matching entry moved to the front, or end(). Caller holds `mu`.
-std::list<Entry>::iterator find(const BlockSparseProblem& p, const at::Tensor& num, const at::Tensor& idx) {
+// The matching entry moved to the front, or end(); entries of freed maps are dropped on the
+// way (with the transposed maps they hold). Caller holds `mu`.
+std::list<Entry>::iterator find(const BlockMapKey& key) {
   auto& list = entries();
-  const std::vector<int64_t> geo = geometry(p);
+  list.remove_if([](const Entry& e) { return e.key.expired(); });
   for (auto it = list.begin(); it != list.end(); ++it) {
-    if (it->geo == geo && it->num.matches(num) && it->idx.matches(idx)) {
+    if (it->key.matches(key)) {
       list.splice(list.begin(), list, it);
       return list.begin();
     }
@@ -89,41 +101,47 @@ std::list<Entry>::iterator find(const BlockSparseProblem& p, const at::Tensor& n
 
 }  // namespace
 
-bool block_maps_known_valid(const BlockSparseProblem& p, const at::Tensor& kv_num_blocks,
-                            const at::Tensor& kv_indices) {
-  if (!cacheable(kv_num_blocks, kv_indices)) return false;
-  std::lock_guard<std::mutex> lock(mu);
-  return find(p, kv_num_blocks, kv_indices) != entries().end();
+BlockMapKeyPtr block_map_key(const BlockSparseProblem& p, const at::Tensor& kv_num_blocks,
+                             const at::Tensor& kv_indices) {
+  if (!cache_enabled() || kv_num_blocks.is_inference() || kv_indices.is_inference()) return nullptr;
+  return std::make_shared<const BlockMapKey>(
+      BlockMapKey{TensorId(kv_num_blocks), TensorId(kv_indices), geometry(p)});
 }
 
-void remember_valid_block_maps(const BlockSparseProblem& p, const at::Tensor& kv_num_blocks,
-                               const at::Tensor& kv_indices) {
-  if (!cacheable(kv_num_blocks, kv_indices)) return;
+bool block_maps_known_valid(const BlockMapKeyPtr& key) {
+  if (!key) return false;
   std::lock_guard<std::mutex> lock(mu);
-  if (find(p, kv_num_blocks, kv_indices) != entries().end()) return;
+  return find(*key) != entries().end();
+}
+
+void remember_valid_block_maps(const BlockMapKeyPtr& key) {
+  if (!key) return;
+  std::lock_guard<std::mutex> lock(mu);
+  if (find(*key) != entries().end()) return;
   auto& list = entries();
-  list.remove_if([](const Entry& e) { return e.num.impl.expired() || e.idx.impl.expired(); });
   while (list.size() >= kCapacity) list.pop_back();
-  list.push_front(Entry{TensorId(kv_num_blocks), TensorId(kv_indices), geometry(p), {}, {}});
+  list.push_front(Entry{*key, {}, {}, 0});
 }
 
 std::pair<at::Tensor, at::Tensor> cached_transposed_map(
-    const BlockSparseProblem& p, const at::Tensor& kv_num_blocks, const at::Tensor& kv_indices,
+    const BlockMapKeyPtr& key, int64_t stream_id, bool reuse,
     const std::function<std::pair<at::Tensor, at::Tensor>()>& build) {
-  const bool cache = cacheable(kv_num_blocks, kv_indices);
+  const bool cache = key && reuse;
   if (cache) {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = find(p, kv_num_blocks, kv_indices);
-    if (it != entries().end() && it->q_num.defined()) return {it->q_num, it->q_idx};
+    auto it = find(*key);
+    // Only on the stream it was built on: no cross-stream ordering or allocator bookkeeping.
+    if (it != entries().end() && it->q_num.defined() && it->stream_id == stream_id) return {it->q_num, it->q_idx};
   }
   // Built outside the lock (tensor ops); a concurrent builder of the same entry just repeats it.
   auto built = build();
   if (cache) {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = find(p, kv_num_blocks, kv_indices);
+    auto it = find(*key);
     if (it != entries().end()) {
       it->q_num = built.first;
       it->q_idx = built.second;
+      it->stream_id = stream_id;
     }
   }
   return built;

@@ -236,9 +236,12 @@ BlockSparseProblem check_block_sparse_inputs(
                 "kv_num_blocks.size(2) must be Mq = ceil(Nq / block_q) = ceil(", p.q_tokens, " / ",
                 block_q, ") = ", ceil_div(p.q_tokens, block_q), ", got ", p.map_q_blocks);
   }
-  if (!block_maps_known_valid(p, kv_num_blocks, kv_indices)) {
+  // Identity and version are taken before the checks: a change made while they run is a miss
+  // next time, never a pair recorded as valid that was not checked.
+  const BlockMapKeyPtr key = block_map_key(p, kv_num_blocks, kv_indices);
+  if (!block_maps_known_valid(key)) {
     check_map_values(p, kv_num_blocks, kv_indices);
-    remember_valid_block_maps(p, kv_num_blocks, kv_indices);
+    remember_valid_block_maps(key);
   }
   return p;
 }

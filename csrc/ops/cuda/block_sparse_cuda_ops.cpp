@@ -3,6 +3,7 @@
 // the GPU with torch ops, once per map: block_map_cache.h), allocation, the stream and the launch. Built only with
 // EFFATTN_WITH_CUDA.
 #include <ATen/ATen.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -198,7 +199,11 @@ std::tuple<Tensor, Tensor, Tensor> block_sparse_backward_cuda(
   Tensor grad_lse;
   if (grad_lse_in.has_value()) grad_lse = grad_lse_in->to(at::kFloat).contiguous();
 
-  auto [q_num, q_idx] = cached_transposed_map(p, kv_num_blocks, kv_indices, [&] {
+  // Reused on its own stream only, and never during CUDA graph capture (the graph must record
+  // the transposition: a replay after a copy into the maps needs it redone).
+  const c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  const bool capturing = c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None;
+  auto [q_num, q_idx] = cached_transposed_map(block_map_key(p, kv_num_blocks, kv_indices), stream.id(), !capturing, [&] {
     return transpose_map(p, keep[keep.size() - 2], keep[keep.size() - 1]);
   });
   params.q_num_blocks = q_num.data_ptr<int32_t>();
