@@ -11,7 +11,8 @@
 // offsets, shapes and strides, and the same problem geometry (the bounds the values were checked
 // against). The snapshot is taken before the checks run. Writes that bypass the version counter
 // (numpy / DLPack aliases, `.data`, raw pointers, a CUDA graph replaying a copy into a map) are
-// not seen: such maps are not re-checked (the CPU kernels stay in bounds regardless). Inference
+// not seen: such maps are not re-checked (the kernels clamp map values, so they give wrong
+// results, never out-of-bounds reads: block_sparse_cpu.cpp, BlockListPolicy). Inference
 // tensors (no version counter) are never cached. EFFATTN_BS_MAP_CACHE=0 turns the cache off.
 #pragma once
 

@@ -58,6 +58,7 @@ struct BlockSparseParams {
   const int32_t* kv_num_blocks = nullptr;
   const int32_t* kv_indices = nullptr;
   MapStrides kv_num_blocks_strides, kv_indices_strides;
+  int64_t max_blocks = INT32_MAX;  // kv_indices.size(-1): the kernels clamp counts to it
   const int32_t* q_num_blocks = nullptr;  // backward only
   const int32_t* q_indices = nullptr;
   MapStrides q_num_blocks_strides, q_indices_strides;

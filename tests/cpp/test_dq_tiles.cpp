@@ -333,6 +333,7 @@ BlockListPolicy make_bs(const BsCase& c, int q_tile_rows) {
   pol.causal = c.causal ? 1 : 0;
   pol.head_mul = 1;
   pol.head_add = 0;
+  pol.max_blocks = static_cast<int32_t>(std::max<int64_t>(c.mk, 1));  // kv_idx rows: max(mk, 1)
   return pol;
 }
 
@@ -449,6 +450,41 @@ TEST(DqTileNumbering, BlockSparseVarlen) {
     check_bs(random_bs(rng, true), "varlen trial " + std::to_string(trial));
     if (HasFatalFailure()) return;
   }
+}
+
+// Maps changed after they were checked (the checked-map cache cannot see writes behind
+// PyTorch's back): counts and block indices are clamped, so every key tile the forward visits
+// lies inside its sequence's key range and no row reads past its max_blocks entries.
+TEST(BlockListPolicyBounds, CorruptedMapsStayInRange) {
+  std::mt19937 rng(24);
+  int64_t visited = 0;
+  for (int trial = 0; trial < 200; ++trial) {
+    BsCase c = random_bs(rng, trial % 2 == 1);
+    for (auto& n : c.kv_num) n = static_cast<int32_t>(rng() % 7) - 3 + (rng() % 2 ? 100000 : 0);
+    for (auto& i : c.kv_idx) i = static_cast<int32_t>(rng() % 2 ? rng() % 1000000 : -static_cast<int32_t>(rng() % 1000));
+    const BlockListPolicy pol = make_bs(c, 64);
+    const int64_t grid_b = c.cu_q.empty() ? c.batch : c.num_seqs;
+    for (int64_t s = 0; s < grid_b; ++s)
+      for (int64_t h = 0; h < c.heads; ++h) {
+        blockIdx = {0, static_cast<unsigned>(h), static_cast<unsigned>(s)};
+        for (int64_t t = 0; t * 64 < c.max_q; ++t) {
+          BlockListPolicy::QTile qt;
+          if (!pol.setup_q_tile(t, qt)) continue;
+          ASSERT_GE(qt.num_k, 0);
+          ASSERT_LE(qt.num_k, pol.max_blocks * 2);  // block_k 128: two key tiles per block
+          const int64_t k_tiles = (qt.k_len + 63) / 64;
+          for (int i = 0; i < qt.num_k; ++i) {
+            const BlockListPolicy::KTile kt = pol.k_tile(qt, i);
+            ASSERT_GE(kt.tile, 0) << "trial " << trial;
+            // The tile's first key is inside the sequence (the second tile of the last
+            // 128-key block may start past it: its keys are masked, never loaded).
+            ASSERT_LT(static_cast<int64_t>(kt.tile / 2) * 2, std::max<int64_t>(k_tiles, 1)) << "trial " << trial;
+            ++visited;
+          }
+        }
+      }
+  }
+  EXPECT_GT(visited, 10000);
 }
 
 TEST(DqTileNumbering, VarlenSlotBound) {

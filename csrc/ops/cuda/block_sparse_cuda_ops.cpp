@@ -107,6 +107,7 @@ cuda::BlockSparseParams make_params(const BlockSparseProblem& p, const Tensor& q
   params.kv_indices = ix.data_ptr<int32_t>();
   params.kv_num_blocks_strides = map_strides(nb);
   params.kv_indices_strides = map_strides(ix);
+  params.max_blocks = p.max_blocks;
   params.per_head_maps = p.map_heads > 1;
   return params;
 }

@@ -62,6 +62,7 @@ struct BlockListPolicy {
   int32_t causal;
   int32_t head_mul;
   int32_t head_add;
+  int32_t max_blocks;  // kv_indices.size(-1)
 
   static constexpr int kKLog = 6;  // key tiles of 64 keys
 
@@ -128,8 +129,12 @@ struct BlockListPolicy {
     qt.q_lo = static_cast<int32_t>(linear << q_log);
     const int64_t m = qt.q_lo / block_q;
     const int64_t b = map_b(), h = map_h();
-    const int32_t nb =
-        kv_num_blocks[b * nb_stride[0] + h * nb_stride[1] + m * nb_stride[2]];
+    // Counts and (k_tile) block indices are clamped although the op checked them: a map the
+    // checked-map cache remembers may have been changed behind PyTorch's back since (numpy /
+    // DLPack aliases, raw pointers); clamping keeps every read in bounds (results of such a map
+    // are wrong, never out of bounds).
+    int32_t nb = kv_num_blocks[b * nb_stride[0] + h * nb_stride[1] + m * nb_stride[2]];
+    nb = nb < 0 ? 0 : (nb > max_blocks ? max_blocks : nb);
     qt.num_k = nb * (block_k >> kKLog);
     qt.row = b * ix_stride[0] + h * ix_stride[1] + m * ix_stride[2];
     return true;
@@ -139,7 +144,12 @@ struct BlockListPolicy {
 
   __device__ __forceinline__ KTile k_tile(const QTile& qt, int i) const {
     const int per = block_k >> kKLog;  // 1 or 2
-    const int32_t n = kv_indices[qt.row + i / per];
+    // Key blocks of the sequence: ceil(k_len / block_k) (see setup_q_tile on clamping).
+    const int32_t k_tiles = (qt.k_len + (1 << kKLog) - 1) >> kKLog;
+    const int32_t last = (per == 2 ? (k_tiles + 1) >> 1 : k_tiles) - 1;
+    int32_t n = kv_indices[qt.row + i / per];
+    n = n > last ? last : n;
+    n = n < 0 ? 0 : n;
     KTile kt;
     kt.k_start = qt.k_start;
     kt.k_len = qt.k_len;

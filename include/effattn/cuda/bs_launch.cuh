@@ -84,6 +84,7 @@ inline BlockListPolicy make_block_list_policy(const BlockSparseParams& p, int q_
   pol.k_tokens = static_cast<int32_t>(p.k_tokens);
   pol.block_q = static_cast<int32_t>(p.block_q);
   pol.block_k = static_cast<int32_t>(p.block_k);
+  pol.max_blocks = static_cast<int32_t>(p.max_blocks < INT32_MAX ? p.max_blocks : INT32_MAX);
   pol.q_log = bs_ilog2(q_tile_rows);
   pol.causal = p.is_causal ? 1 : 0;
   pol.head_mul = 1;
