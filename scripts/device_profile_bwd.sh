@@ -19,5 +19,5 @@ echo "ncu rc=$?"; tail -3 /tmp/ncu_run.log
 ncu -i /tmp/bwdprof.ncu-rep --page details > "$OUT/ncu_details.txt" 2>&1
 ncu -i /tmp/bwdprof.ncu-rep --page source --print-source sass --csv > /tmp/ncu_source.csv 2>&1
 echo "source csv: $(wc -l < /tmp/ncu_source.csv) lines"; gzip -c /tmp/ncu_source.csv > "$OUT/ncu_source.csv.gz"
-cuobjdump -sass -fun fused128 build/cuda/na_cuda_selftest 2>/dev/null | gzip -c > "$OUT/fused128.sass.gz" || true
+cuobjdump -sass build/cuda/na_cuda_selftest 2>/dev/null | awk '/Function :/{keep = /fused128/} keep' | gzip -c > "$OUT/fused128.sass.gz"
 grep -v "^\s*$" "$OUT/ncu_details.txt" | head -120
