@@ -11,6 +11,7 @@
 #include "effattn/cuda/attn_bwd_sm80.cuh"
 #include "effattn/cuda/attn_bwd_sm90.cuh"
 #include "effattn/cuda/attn_bwd_sm90_fused.cuh"
+#include "effattn/cuda/attn_bwd_sm90_fused128.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/block_list_policy.cuh"
@@ -341,8 +342,8 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
             // block_k = 128: one 128-key CTA per key block (its two 64-key tiles share the
             // query list; default, sm90_bwd_fused128); other block sizes keep 64-key CTAs.
             if (p.block_k == 128 && sm90_bwd_fused128(true)) {
-              auto k128 = tiled ? attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, true>
-                                : attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, false>;
+              auto k128 = tiled ? attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, true, false>
+                                : attn_bwd_fused128_sm90_kernel<T, D, BlockListPolicy, false, false>;
               // Shared memory of the instantiation that runs (atomics: no staging images).
               const int smem128 = tiled ? Sm90BwdFused128Config<D, true>::kSmem
                                         : Sm90BwdFused128Config<D, false>::kSmem;
@@ -350,7 +351,7 @@ cudaError_t launch_bs_backward(const BlockSparseParams& p, cudaStream_t stream) 
                   cudaFuncSetAttribute(k128, cudaFuncAttributeMaxDynamicSharedMemorySize, smem128);
               if (e != cudaSuccess) return e;
               const dim3 grid128((grid.x + 1) / 2, grid.y, grid.z);
-              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, smem128, stream>>>(fa, pol);
+              k128<<<grid128, Sm90BwdFused128Config<D>::kThreads, smem128, stream>>>(fa, pol, Sm90BwdTmaMaps{});
               return cudaGetLastError();
             }
           }

@@ -9,6 +9,7 @@
 #include "effattn/cuda/attn_bwd_sm80.cuh"
 #include "effattn/cuda/attn_bwd_sm90.cuh"
 #include "effattn/cuda/attn_bwd_sm90_fused.cuh"
+#include "effattn/cuda/attn_bwd_sm90_fused128.cuh"
 #include "effattn/cuda/attn_fwd_sm80.cuh"
 #include "effattn/cuda/attn_fwd_sm90.cuh"
 #include "effattn/cuda/na_policy.cuh"
@@ -176,6 +177,17 @@ bool na_fwd_tma_maps(const NaParams& p, Sm90TmaMaps& maps) {
                                  p.v_strides.token[0], p.v_strides.head);
 }
 
+// Tensor maps of q and dout for the 128-key backward's TMA producer (rank 1: [B, L, H, D]);
+// false when TMA cannot describe them.
+template <typename T>
+bool na_bwd_tma_maps(const NaParams& p, Sm90BwdTmaMaps& maps) {
+  const int64_t L = p.axes[0].length;
+  return sm90_encode_rows_map<T>(&maps.q, p.q, p.batch, L, p.heads, p.head_dim, p.q_strides.batch,
+                                 p.q_strides.token[0], p.q_strides.head) &&
+         sm90_encode_rows_map<T>(&maps.dout, p.dout, p.batch, L, p.heads, p.head_dim, p.do_strides.batch,
+                                 p.do_strides.token[0], p.do_strides.head);
+}
+
 // Hopper core (head dims 64 / 128): 128-query tiles, kPair 64-key tiles per step.
 template <typename T, int D, int kPair>
 cudaError_t launch_na_forward_sm90(const NaParams& p, cudaStream_t stream) {
@@ -329,14 +341,20 @@ cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta,
   if constexpr (k128) {
     // Shared memory of the instantiation that runs (the atomics one has no staging images).
     using Cfg128 = Sm90BwdFused128Config<D, true>;
-    auto kernel = tiled ? attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, true>
-                        : attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, false>;
+    // TMA producer for Q and dO on 1D without dilation (query tiles are token runs), with the
+    // tile-contiguous accumulator; the atomics A/B path keeps cp.async.
+    Sm90BwdTmaMaps maps;
+    const bool tma = tiled && sm90_tma_enabled() && p.rank == 1 && p.axes[0].dilation == 1 &&
+                     na_bwd_tma_maps<T>(p, maps);
+    auto kernel = tma     ? attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, true, true>
+                  : tiled ? attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, true, false>
+                          : attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, false, false>;
     const int smem = tiled ? Cfg128::kSmem : Sm90BwdFused128Config<D, false>::kSmem;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (err != cudaSuccess) return err;
     const dim3 grid(static_cast<unsigned>(pol.num_k_pairs()), static_cast<unsigned>(p.kv_heads),
                     static_cast<unsigned>(p.batch));
-    kernel<<<grid, Cfg128::kThreads, smem, stream>>>(a, pol);
+    kernel<<<grid, Cfg128::kThreads, smem, stream>>>(a, pol, maps);
   } else {
     auto kernel = attn_bwd_fused_sm90_kernel<T, D, NaPolicy>;
     err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmem);

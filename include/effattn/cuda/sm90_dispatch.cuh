@@ -36,8 +36,8 @@ inline int sm90_pingpong() {
   return on;
 }
 
-// TMA loads in the SM90 forward producer where tiles are token runs (EFFATTN_SM90_TMA=0
-// keeps the cp.async producer everywhere).
+// TMA loads in the SM90 forward producer and the 128-key backward's producer (Q, dO) where
+// tiles are token runs (EFFATTN_SM90_TMA=0 keeps the cp.async producers everywhere).
 inline bool sm90_tma_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("EFFATTN_SM90_TMA");

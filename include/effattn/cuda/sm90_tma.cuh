@@ -134,7 +134,7 @@ inline bool sm90_encode_rows_map(CUtensorMap* map, const void* base, int64_t B, 
     static bool reported = false;
     if (!reported) {
       reported = true;
-      std::fprintf(stderr, "effattn: cuTensorMapEncodeTiled failed (CUresult %d); SM90 forward uses cp.async\n",
+      std::fprintf(stderr, "effattn: cuTensorMapEncodeTiled failed (CUresult %d); the SM90 producer uses cp.async\n",
                    static_cast<int>(r));
     }
     return false;
