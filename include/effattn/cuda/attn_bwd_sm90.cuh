@@ -67,7 +67,7 @@ struct Sm90BwdConfig {
 // K-major descriptor of k16 step kk of a [64 rows][D] panel tile (A or B operand).
 template <int ROWS>
 __device__ __forceinline__ uint64_t sm90_kstep_desc(uint32_t tile, int kk) {
-  return sm90::desc_kmajor(tile + (kk / 4) * (ROWS * 128) + (kk % 4) * 32);
+  return sm90::desc_advance(sm90::desc_kmajor(tile), (kk / 4) * (ROWS * 128) + (kk % 4) * 32);
 }
 
 // Converts a 64 x 64 fp32 accumulator (S layout) into the 4 A-operand fragments (16 columns

@@ -284,6 +284,8 @@ __global__ void __launch_bounds__(384, 1)
   const int qr0 = kr0;              // and its dQ rows (queries of the tile): qr0, qr0 + 8
   const uint32_t sKh = sK + half * Cfg::kTile;
   const uint32_t sVh = sV + half * Cfg::kTile;
+  // B of dQ: K MN-major, column panel `half` of both key tiles.
+  const uint64_t d_kh = sm90::desc_mnmajor(sK + half * (R * 128), R * 128);
 
   // Keys past the sequence (zero K, V rows; the whole second half of a pair past the end)
   // get P = 0 even where no mask is applied.
@@ -317,6 +319,11 @@ __global__ void __launch_bounds__(384, 1)
     const unsigned char* meta = meta_of(st);
     const bool masked = ((*reinterpret_cast<const uint32_t*>(meta + Cfg::kMetaFlags) >> half) & 1u) &&
                         !(args.probe & 16);
+    // MN-major operand descriptors of this tile (stepped by desc_advance): dO and Q (B of dV,
+    // dK), the dS^T panel (A of dQ, read transposed).
+    const uint64_t d_do = sm90::desc_mnmajor(sDO, R * 128);
+    const uint64_t d_q = sm90::desc_mnmajor(sQ, R * 128);
+    const uint64_t d_ds = sm90::desc_mnmajor(sDS, R * 128);
 
     float s[32], dp[32];
     sm90_bwd_issue_s_dp<T, D, R>(s, dp, sKh, sQ, sVh, sDO);
@@ -341,7 +348,7 @@ __global__ void __launch_bounds__(384, 1)
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_rs<T, D, 1>(acc_dv, pf[kk], sm90::desc_mnmajor(sDO + kk * 16 * 128, R * 128), 1);
+      sm90::wgmma_rs<T, D, 1>(acc_dv, pf[kk], sm90::desc_advance(d_do, kk * 16 * 128), 1);
     sm90::wgmma_commit();
     // Tile-contiguous dQ: this half's staging image is rewritten after the barrier below, so
     // its previous bulk reduction must have finished reading it (the issuing thread waits; the
@@ -356,15 +363,13 @@ __global__ void __launch_bounds__(384, 1)
     // transposed) times K (B MN-major: keys 16 kk.. of tile kk / 4, column panel `half`).
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk)
-      sm90::wgmma_ss_tt<T, 64, 1, 1>(
-          dq, sm90::desc_mnmajor(sDS + kk * 16 * 128, R * 128),
-          sm90::desc_mnmajor(sK + (kk / 4) * Cfg::kTile + half * (R * 128) + (kk % 4) * 16 * 128, R * 128),
-          kk > 0);
+      sm90::wgmma_ss_tt<T, 64, 1, 1>(dq, sm90::desc_advance(d_ds, kk * 16 * 128),
+                                     sm90::desc_advance(d_kh, (kk / 4) * Cfg::kTile + (kk % 4) * 16 * 128), kk > 0);
     sm90::wgmma_commit();
     // dK += dS^T Q.
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_rs<T, D, 1>(acc_dk, dsf[kk], sm90::desc_mnmajor(sQ + kk * 16 * 128, R * 128), 1);
+      sm90::wgmma_rs<T, D, 1>(acc_dk, dsf[kk], sm90::desc_advance(d_q, kk * 16 * 128), 1);
     sm90::wgmma_commit();
     sm90::wgmma_wait<1>();  // dV and dQ done
     sm90::fence_regs(dq);

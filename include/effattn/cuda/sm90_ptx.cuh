@@ -56,6 +56,16 @@ __device__ __forceinline__ uint64_t desc_mnmajor(uint32_t addr, uint32_t panel_b
   return make_desc(addr, panel_bytes, 1024);
 }
 
+// The descriptor of `desc`'s operand moved by `bytes` (a multiple of 16): the start address
+// field is the low word's low 14 bits (address / 16), and shared addresses plus in-tile
+// offsets stay below 2^18 (228 KB of shared memory), so adding to the low word never carries
+// out of the field. Building descriptors once per tile and stepping them this way costs one
+// integer add per wgmma instead of re-deriving and masking the address field each time.
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #ifdef EFFATTN_SM90_ENABLED
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
