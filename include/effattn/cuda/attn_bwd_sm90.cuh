@@ -130,11 +130,14 @@ __device__ __forceinline__ void sm90_bwd_probs(float (&s)[32], const float* lse,
       const int col = n * 8 + qid * 2 + e2;
       const float l = lse[col];  // fully masked row: lse = -inf -> P = 0
       const float l2 = l == -INFINITY ? INFINITY : l * 1.4426950408889634f;
-      const uint64_t m = masked ? msk[col] >> kr0 : ~0ull;
+      // Keys kr0 and kr0 + 8 (kr0 = 16 warp + grp, grp < 8) are bits grp and grp + 8 of the
+      // mask's 16-bit word `warp`: one 16-bit load instead of a 64-bit load and shift.
+      const uint32_t m = masked ? uint32_t(reinterpret_cast<const uint16_t*>(msk + col)[kr0 >> 4]) >> (kr0 & 15)
+                                : 0xFFFFu;
 #pragma unroll
       for (int rr = 0; rr < 2; ++rr) {
         float& x = s[4 * n + 2 * rr + e2];
-        x = (kvalid[rr] && ((m >> (8 * rr)) & 1ull)) ? fast_exp2(x * scale_log2 - l2) : 0.f;
+        x = (kvalid[rr] && ((m >> (8 * rr)) & 1u)) ? fast_exp2(x * scale_log2 - l2) : 0.f;
       }
     }
 }

@@ -61,6 +61,13 @@ struct Sm90BwdTmaMaps {
   CUtensorMap dout;
 };
 
+// The key tiles of a 128-key CTA and the union of their query ranges (setup_k_pair).
+template <class Policy>
+struct CtaTiles {
+  typename Policy::KTile kt[2];
+  typename Policy::QRange qr;
+};
+
 // kDqTiled: the layout has the two dQ staging images only where the kernel uses them, so the
 // atomics instantiation (EFFATTN_SM90_DQ=atomics, the A/B baseline) keeps the larger L1
 // carveout.
@@ -93,16 +100,22 @@ struct Sm90BwdFused128Config {
   static constexpr int kMetaFlags = 3 * kRows * 8;
   static constexpr int kMetaBytes = kMetaFlags + 16;
   static constexpr int kOffMeta = kOffRows + kStages * kRowBytes;  // + stage * kMetaBytes
-  static constexpr int kOffBars = kOffMeta + kStages * kMetaBytes;  // kv, full[S], empty[S]
+  // The CTA's key tiles and query range (CtaTiles), read from here by both roles so that
+  // neither keeps them in registers across its loop (setmaxnreg budgets: 56 / 224).
+  static constexpr int kOffTiles = kOffMeta + kStages * kMetaBytes;
+  static constexpr int kTilesBytes = 256;
+  static constexpr int kOffBars = kOffTiles + kTilesBytes;  // kv, full[S], empty[S]
   static constexpr int kSmem = kOffBars + (1 + 2 * kStages) * 8 + 1024;
   // 1 CTA of 384 threads per SM: launched with 168 registers per thread (64512 in all);
   // setmaxnreg must keep 128 x producer + 256 x consumer within that (both multiples of 8).
-// 56 / 224: the consumers do not spill at 224 (they no longer build tile metadata); the
-// producer, which now does, spills 620 B at 40 registers and ~60-310 B at 56 (nvcc 13).
+// 40 / 232: at 224 ptxas serialises the consumers' wgmmas (C7512: each one waited for before
+// the next issues); the producer spills ~170-250 B at 40 (nvcc 13), kept small by reading the
+// CTA's tiles from shared memory (CtaTiles): spilled values live in the L1 that the ~205 KB of
+// shared memory leave (~27 KB), and 450 B per thread did not fit (H200: 9.3 ms vs 8.4).
 #ifdef EFFATTN_FUSED128_PREGS
   static constexpr int kProducerRegs = EFFATTN_FUSED128_PREGS;  // tuning: 24, 40 or 56
 #else
-  static constexpr int kProducerRegs = 56;
+  static constexpr int kProducerRegs = 40;
 #endif
   static constexpr int kConsumerRegs = (64512 - 128 * kProducerRegs) / 256;
   static_assert(kConsumerRegs % 8 == 0 && 128 * kProducerRegs + 256 * kConsumerRegs <= 64512,
@@ -121,13 +134,13 @@ struct Sm90BwdFused128Config {
 template <typename T, int D, class Policy, bool kDqTiled, bool kTma>
 __device__ __forceinline__ void sm90_bwd128_produce_tile(
     const BwdFusedArgs& args, const Policy& policy, const Sm90BwdTmaMaps& maps,
-    const typename Policy::QRange& qr, const typename Policy::KTile& kt0, const typename Policy::KTile& kt1,
+    const CtaTiles<Policy>& tiles,
     int64_t b, int hq, int qi, uint32_t sQ, uint32_t sDO, unsigned char* rows, unsigned char* meta,
     uint32_t bar, bool load, int tid, int warp, int lane) {
   using Cfg = Sm90BwdFused128Config<D, kDqTiled>;
   constexpr int R = Cfg::kRows;
   typename Policy::QTile qt;
-  const bool any = policy.q_tile(qr, qi, qt);
+  const bool any = policy.q_tile(tiles.qr, qi, qt);
   if (load) {
     if constexpr (kTma) {
       if (tid == 0) {
@@ -179,12 +192,12 @@ __device__ __forceinline__ void sm90_bwd128_produce_tile(
     }
     // Masks: thread tid builds row tid % 64 of half tid / 64 where that half needs them (a
     // tile without valid rows gets empty masks: P = 0 whatever its stale Q / dO hold).
-    const bool m0 = !any || policy.needs_mask(qt, kt0);
-    const bool m1 = !any || policy.needs_mask(qt, kt1);
+    const bool m0 = !any || policy.needs_mask(qt, tiles.kt[0]);
+    const bool m1 = !any || policy.needs_mask(qt, tiles.kt[1]);
     const int h = tid / R, r = tid % R;
     if (h == 0 ? m0 : m1)
       reinterpret_cast<uint64_t*>(meta + Cfg::kMetaMask)[tid] =
-          any ? policy.row_mask64(policy.row_info(qt, r), h == 0 ? kt0 : kt1) : 0ull;
+          any ? policy.row_mask64(policy.row_info(qt, r), tiles.kt[h]) : 0ull;
     if (tid == 0) {
       if constexpr (kDqTiled) {
         int64_t o = -1;
@@ -228,10 +241,15 @@ __global__ void __launch_bounds__(384, 1)
   const int64_t b = blockIdx.z;
   const int kvh = blockIdx.y;
 
-  typename Policy::KTile kt0, kt1;
-  typename Policy::QRange qr;
-  if (!policy.setup_k_pair(static_cast<int64_t>(blockIdx.x), kt0, kt1, qr)) return;
-  const int total = args.kv_group * qr.count;
+  static_assert(sizeof(CtaTiles<Policy>) <= Cfg::kTilesBytes, "CtaTiles region");
+  const CtaTiles<Policy>& tiles = *reinterpret_cast<const CtaTiles<Policy>*>(smem + Cfg::kOffTiles);
+  int total;
+  {
+    CtaTiles<Policy> t;
+    if (!policy.setup_k_pair(static_cast<int64_t>(blockIdx.x), t.kt[0], t.kt[1], t.qr)) return;
+    total = args.kv_group * t.qr.count;
+    if (tid == 0) *reinterpret_cast<CtaTiles<Policy>*>(smem + Cfg::kOffTiles) = t;  // before the CTA barrier below
+  }
 
   sm90_init_pipeline(bar_kv, 128, bar_full, Cfg::full_count(kTma), bar_empty, 8 /* one per consumer warp */, S);
 
@@ -247,21 +265,21 @@ __global__ void __launch_bounds__(384, 1)
     const T* v_base = static_cast<const T*>(args.v) + b * args.sv.batch + kvh * args.sv.head;
     sm90_load_row_pair<D, R>(
         sK, k_base, args.sk, sV, v_base, args.sv,
-        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt0, r, c); }, warp, lane);
+        [&](int r, int64_t(&c)[3]) { return policy.k_coord(tiles.kt[0], r, c); }, warp, lane);
     sm90_load_row_pair<D, R>(
         sK + Cfg::kTile, k_base, args.sk, sV + Cfg::kTile, v_base, args.sv,
-        [&](int r, int64_t(&c)[3]) { return policy.k_coord(kt1, r, c); }, warp, lane);
+        [&](int r, int64_t(&c)[3]) { return policy.k_coord(tiles.kt[1], r, c); }, warp, lane);
     sm90::mbar_arrive_cp_async(bar_kv);
-    // Tile it = member * qr.count + qi (query head kvh * G + member), counted without divisions.
+    // Tile it = member * count + qi (query head kvh * G + member), counted without divisions.
     int qi = 0, member = 0;
     for (int it = 0; it < total; ++it) {
       const int st = it % S;
       if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
       sm90_bwd128_produce_tile<T, D, Policy, kDqTiled, kTma>(
-          args, policy, maps, qr, kt0, kt1, b, kvh * args.kv_group + member, qi,
+          args, policy, maps, tiles, b, kvh * args.kv_group + member, qi,
           base + Cfg::kOffQ + st * Cfg::kTile, base + Cfg::kOffDO + st * Cfg::kTile, rows_of(st), meta_of(st),
           bar_full + 8 * st, it < S || !(args.probe & 8), tid, warp, lane);
-      if (++qi == qr.count) {
+      if (++qi == tiles.qr.count) {
         qi = 0;
         ++member;
       }
@@ -291,11 +309,10 @@ __global__ void __launch_bounds__(384, 1)
   // get P = 0 even where no mask is applied.
   bool kvalid[2];
   {
-    const typename Policy::KTile kt = half == 0 ? kt0 : kt1;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       int64_t c[3];
-      kvalid[rr] = policy.k_coord(kt, kr0 + rr * 8, c);
+      kvalid[rr] = policy.k_coord(tiles.kt[half], kr0 + rr * 8, c);
     }
   }
 
@@ -319,12 +336,6 @@ __global__ void __launch_bounds__(384, 1)
     const unsigned char* meta = meta_of(st);
     const bool masked = ((*reinterpret_cast<const uint32_t*>(meta + Cfg::kMetaFlags) >> half) & 1u) &&
                         !(args.probe & 16);
-    // MN-major operand descriptors of this tile (stepped by desc_advance): dO and Q (B of dV,
-    // dK), the dS^T panel (A of dQ, read transposed).
-    const uint64_t d_do = sm90::desc_mnmajor(sDO, R * 128);
-    const uint64_t d_q = sm90::desc_mnmajor(sQ, R * 128);
-    const uint64_t d_ds = sm90::desc_mnmajor(sDS, R * 128);
-
     float s[32], dp[32];
     sm90_bwd_issue_s_dp<T, D, R>(s, dp, sKh, sQ, sVh, sDO);
     sm90::wgmma_wait<1>();
@@ -343,7 +354,10 @@ __global__ void __launch_bounds__(384, 1)
     uint32_t dsf[4][4];
     sm90_pack_a<T>(dp, dsf);
 
-    // dV += P^T dO now (P^T from registers; it needs no dS).
+    // dV += P^T dO now (P^T from registers; it needs no dS). MN-major operand descriptors are
+    // built where they are used (stepped by desc_advance), keeping them out of the S^T / dP^T
+    // phase's registers.
+    const uint64_t d_do = sm90::desc_mnmajor(sDO, R * 128);
     sm90::fence_regs(acc_dv);
     sm90::wgmma_fence();
 #pragma unroll
@@ -357,6 +371,8 @@ __global__ void __launch_bounds__(384, 1)
     consumers_sync();  // both halves' dS^T rows are in place
 
     float dq[32];
+    const uint64_t d_ds = sm90::desc_mnmajor(sDS, R * 128);  // A of dQ: the dS^T panel, transposed
+    const uint64_t d_q = sm90::desc_mnmajor(sQ, R * 128);
     sm90::fence_regs(acc_dk);
     sm90::wgmma_fence();
     // dQ columns [64 half, 64 half + 64): dS (A = the 128-key dS^T panel read MN-major, i.e.
@@ -371,8 +387,11 @@ __global__ void __launch_bounds__(384, 1)
     for (int kk = 0; kk < 4; ++kk)
       sm90::wgmma_rs<T, D, 1>(acc_dk, dsf[kk], sm90::desc_advance(d_q, kk * 16 * 128), 1);
     sm90::wgmma_commit();
-    sm90::wgmma_wait<1>();  // dV and dQ done
+    sm90::wgmma_wait<1>();  // dV and dQ done: P^T's registers are free from here
     sm90::fence_regs(dq);
+    sm90::fence_regs(acc_dv);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(pf[kk]);
     if (!(args.probe & 1)) {
       const int64_t* dqo = reinterpret_cast<const int64_t*>(meta + Cfg::kMetaDqo);
       if constexpr (kDqTiled) {
@@ -401,20 +420,15 @@ __global__ void __launch_bounds__(384, 1)
       }
     }
     sm90::wgmma_wait<0>();
-    sm90::fence_regs(acc_dv);
     sm90::fence_regs(acc_dk);
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      sm90::fence_regs(pf[kk]);
-      sm90::fence_regs(dsf[kk]);
-    }
+    for (int kk = 0; kk < 4; ++kk) sm90::fence_regs(dsf[kk]);
     sm90::mbar_arrive_warp(bar_empty + 8 * st, lane);  // Q, dO, lse, delta, metadata of this stage done
   }
 
   // The bulk reductions read shared memory until they complete: done before the CTA exits.
   if (kDqTiled && wtid == 0) sm90::bulk_wait<0>();
-  const typename Policy::KTile kt = half == 0 ? kt0 : kt1;
-  sm90_bwd_store_dkdv<T, D>(args, policy, kt, b, kvh, kr0, qid, acc_dk, acc_dv);
+  sm90_bwd_store_dkdv<T, D>(args, policy, tiles.kt[half], b, kvh, kr0, qid, acc_dk, acc_dv);
 #else
   __trap();
 #endif
