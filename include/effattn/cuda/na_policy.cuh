@@ -75,8 +75,9 @@ struct NaPolicy {
     int32_t local[3];
   };
 
+  // (Dilation 1, the common case, skips the division: g is then 0.)
   __host__ __device__ __forceinline__ static int32_t group_len(const NaAxisGeom& a, int32_t g) {
-    return (a.length - g + a.dilation - 1) / a.dilation;
+    return a.dilation == 1 ? a.length - g : (a.length - g + a.dilation - 1) / a.dilation;
   }
 
   // Group-local window [s, e) of the query at group-local coordinate `local` of group g.
@@ -250,6 +251,13 @@ struct NaPolicy {
   __device__ __forceinline__ static uint64_t ones(int n) {
     return n >= 64 ? ~0ull : ((1ull << n) - 1ull);
   }
+  // ~0 / ones(2^l) (l = 0..6): bit j * 2^l set for every j, i.e. the multiplier that repeats a
+  // 2^l-bit field across 64 bits; a 64-bit division costs ~100 instructions, this a shift.
+  __device__ __forceinline__ static uint64_t every_nth_bit(int l) {
+    uint64_t m = 1ull;
+    for (int w = 64 >> 1; w >= (1 << l); w >>= 1) m |= m << w;  // doubles the pattern: 64 / 2^l ones
+    return m;
+  }
   __device__ __forceinline__ uint64_t row_mask64(const RowInfo& ri, const KTile& kt) const {
     int rs[3], re[3];
     bool empty = false;
@@ -268,9 +276,9 @@ struct NaPolicy {
     const int l2 = geom.ax[2].k_log;
     const int l12 = geom.ax[1].k_log + l2;
     const uint64_t f2 = ones(re[2]) - ones(rs[2]);
-    const uint64_t rep2 = f2 * (~0ull / ones(1 << l2));
+    const uint64_t rep2 = f2 * every_nth_bit(l2);
     const uint64_t f1 = ones(re[1] << l2) - ones(rs[1] << l2);
-    const uint64_t rep1 = f1 * (~0ull / ones(1 << l12));
+    const uint64_t rep1 = f1 * every_nth_bit(l12);
     const uint64_t f0 = ones(re[0] << l12) - ones(rs[0] << l12);
     return rep2 & rep1 & f0;
   }
@@ -489,13 +497,20 @@ struct NaPolicy {
   // accumulator holds num_q_tiles() slots per (batch, head).
   __host__ __device__ __forceinline__ int64_t dq_slot(const QTile& qt) const { return q_tile_linear(qt); }
 
+  // i < qr.count = n[0] n[1] n[2], so axis 0 needs no modulo; axes with one tile (all but
+  // one on 1D problems) need no division.
   __device__ __forceinline__ bool q_tile(const QRange& qr, int i, QTile& qt) const {
     int32_t t[3];
 #pragma unroll
-    for (int a = 2; a >= 0; --a) {
-      t[a] = qr.lo[a] + i % qr.n[a];
-      i /= qr.n[a];
+    for (int a = 2; a >= 1; --a) {
+      if (qr.n[a] == 1) {
+        t[a] = qr.lo[a];
+      } else {
+        t[a] = qr.lo[a] + i % qr.n[a];
+        i /= qr.n[a];
+      }
     }
+    t[0] = qr.lo[0] + i;
     return setup_q_tile(qr.group, t, qt);
   }
 };
