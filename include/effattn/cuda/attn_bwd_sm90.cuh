@@ -241,14 +241,10 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_kv_sm90_kernel(const BwdArgs 
   constexpr int S = Cfg::kStages;
 
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t base = (raw + 1023u) & ~1023u;
-  unsigned char* smem = smem_raw + (base - raw);
-  const uint32_t sK = base + Cfg::kKvOffK;
-  const uint32_t sV = base + Cfg::kKvOffV;
-  const uint32_t bar_kv = base + Cfg::kKvOffBars;
-  const uint32_t bar_full = bar_kv + 8;
-  const uint32_t bar_empty = bar_full + 8 * S;
+  const Sm90SmemPipe sp = sm90_smem_pipe<S>(smem_raw, Cfg::kKvOffK, Cfg::kKvOffV, Cfg::kKvOffBars);
+  const uint32_t base = sp.base, sK = sp.once0, sV = sp.once1;
+  const uint32_t bar_kv = sp.bar_once, bar_full = sp.bar_full, bar_empty = sp.bar_empty;
+  unsigned char* smem = sp.ptr;
   auto rows_of = [&](int st) { return smem + Cfg::kKvOffRows + st * Cfg::kRowBytes; };
 
   const int tid = threadIdx.x;
@@ -359,13 +355,9 @@ __global__ void __launch_bounds__(256, 2) attn_bwd_dq_sm90_kernel(const DqArgs a
   constexpr int S = Cfg::kStages;
 
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t base = (raw + 1023u) & ~1023u;
-  const uint32_t sQ = base + Cfg::kDqOffQ;
-  const uint32_t sDO = base + Cfg::kDqOffDO;
-  const uint32_t bar_q = base + Cfg::kDqOffBars;
-  const uint32_t bar_full = bar_q + 8;
-  const uint32_t bar_empty = bar_full + 8 * S;
+  const Sm90SmemPipe sp = sm90_smem_pipe<S>(smem_raw, Cfg::kDqOffQ, Cfg::kDqOffDO, Cfg::kDqOffBars);
+  const uint32_t base = sp.base, sQ = sp.once0, sDO = sp.once1;
+  const uint32_t bar_q = sp.bar_once, bar_full = sp.bar_full, bar_empty = sp.bar_empty;
 
   const int tid = threadIdx.x;
   const int64_t b = blockIdx.z;

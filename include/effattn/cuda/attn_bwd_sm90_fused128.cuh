@@ -253,14 +253,10 @@ __global__ void __launch_bounds__(384, 1)
   constexpr int S = Cfg::kStages;
 
   extern __shared__ unsigned char smem_raw[];
-  const uint32_t raw = smem_u32(smem_raw);
-  const uint32_t base = (raw + 1023u) & ~1023u;
-  unsigned char* smem = smem_raw + (base - raw);
-  const uint32_t sK = base + Cfg::kOffK;
-  const uint32_t sV = base + Cfg::kOffV;
-  const uint32_t bar_kv = base + Cfg::kOffBars;
-  const uint32_t bar_full = bar_kv + 8;
-  const uint32_t bar_empty = bar_full + 8 * S;
+  const Sm90SmemPipe sp = sm90_smem_pipe<S>(smem_raw, Cfg::kOffK, Cfg::kOffV, Cfg::kOffBars);
+  const uint32_t base = sp.base, sK = sp.once0, sV = sp.once1;
+  const uint32_t bar_kv = sp.bar_once, bar_full = sp.bar_full, bar_empty = sp.bar_empty;
+  unsigned char* smem = sp.ptr;
   auto rows_of = [&](int st) { return smem + Cfg::kOffRows + st * Cfg::kRowBytes; };
   auto meta_of = [&](int st) { return smem + Cfg::kOffMeta + st * Cfg::kMetaBytes; };
 

@@ -110,6 +110,30 @@ __device__ __forceinline__ void sm90_load_row_pair(uint32_t sa, const T* base_a,
   sm90_load_rows<D, ROWS>(sb, base_b, ob, warp, lane);
 }
 
+// Shared memory of the warp-specialised SM90 backward kernels: the dynamic allocation from its
+// first 1024-byte aligned byte (the 128-byte swizzled panels need that alignment) as a shared
+// address and a pointer, the two tiles loaded once (K, V; the dQ kernel: Q, dO) and the
+// pipeline's mbarriers at off_bars: the once-loaded tiles' barrier, then full[S], empty[S].
+struct Sm90SmemPipe {
+  uint32_t base;
+  unsigned char* ptr;
+  uint32_t once0, once1;
+  uint32_t bar_once, bar_full, bar_empty;
+};
+template <int S>
+__device__ __forceinline__ Sm90SmemPipe sm90_smem_pipe(unsigned char* raw_ptr, int off0, int off1, int off_bars) {
+  const uint32_t raw = smem_u32(raw_ptr);
+  Sm90SmemPipe m;
+  m.base = (raw + 1023u) & ~1023u;
+  m.ptr = raw_ptr + (m.base - raw);
+  m.once0 = m.base + off0;
+  m.once1 = m.base + off1;
+  m.bar_once = m.base + off_bars;
+  m.bar_full = m.bar_once + 8;
+  m.bar_empty = m.bar_full + 8 * S;
+  return m;
+}
+
 // Thread 0 initialises the pipeline's mbarriers: one for the tiles loaded once, `full` and
 // `empty` per stage; then the whole CTA syncs (the only CTA-wide barrier of these kernels).
 __device__ __forceinline__ void sm90_init_pipeline(uint32_t bar_once, uint32_t once_count, uint32_t bar_full,

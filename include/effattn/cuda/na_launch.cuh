@@ -164,28 +164,24 @@ cudaError_t launch_na_forward_cfg(const NaParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Tensor maps of q, k, v for the TMA producer (rank 1: [B, L, H(_kv), D]); false when TMA
-// cannot describe them.
+// Tensor map of one rank-1 [B, L, heads, D] tensor of the problem for the TMA producers;
+// false when TMA cannot describe it.
+template <typename T>
+bool na_rows_map(const NaParams& p, CUtensorMap* map, const void* base, int64_t heads, const TensorStrides& st) {
+  return sm90_encode_rows_map<T>(map, base, p.batch, p.axes[0].length, heads, p.head_dim, st.batch, st.token[0],
+                                 st.head);
+}
+// The forward's q, k, v and the 128-key backward's q, dout.
 template <typename T>
 bool na_fwd_tma_maps(const NaParams& p, Sm90TmaMaps& maps) {
-  const int64_t L = p.axes[0].length;
-  return sm90_encode_rows_map<T>(&maps.q, p.q, p.batch, L, p.heads, p.head_dim, p.q_strides.batch,
-                                 p.q_strides.token[0], p.q_strides.head) &&
-         sm90_encode_rows_map<T>(&maps.k, p.k, p.batch, L, p.kv_heads, p.head_dim, p.k_strides.batch,
-                                 p.k_strides.token[0], p.k_strides.head) &&
-         sm90_encode_rows_map<T>(&maps.v, p.v, p.batch, L, p.kv_heads, p.head_dim, p.v_strides.batch,
-                                 p.v_strides.token[0], p.v_strides.head);
+  return na_rows_map<T>(p, &maps.q, p.q, p.heads, p.q_strides) &&
+         na_rows_map<T>(p, &maps.k, p.k, p.kv_heads, p.k_strides) &&
+         na_rows_map<T>(p, &maps.v, p.v, p.kv_heads, p.v_strides);
 }
-
-// Tensor maps of q and dout for the 128-key backward's TMA producer (rank 1: [B, L, H, D]);
-// false when TMA cannot describe them.
 template <typename T>
 bool na_bwd_tma_maps(const NaParams& p, Sm90BwdTmaMaps& maps) {
-  const int64_t L = p.axes[0].length;
-  return sm90_encode_rows_map<T>(&maps.q, p.q, p.batch, L, p.heads, p.head_dim, p.q_strides.batch,
-                                 p.q_strides.token[0], p.q_strides.head) &&
-         sm90_encode_rows_map<T>(&maps.dout, p.dout, p.batch, L, p.heads, p.head_dim, p.do_strides.batch,
-                                 p.do_strides.token[0], p.do_strides.head);
+  return na_rows_map<T>(p, &maps.q, p.q, p.heads, p.q_strides) &&
+         na_rows_map<T>(p, &maps.dout, p.dout, p.heads, p.do_strides);
 }
 
 // Hopper core (head dims 64 / 128): 128-query tiles, kPair 64-key tiles per step.
