@@ -94,24 +94,24 @@ struct Sm90BwdFused128Config {
   static constexpr int kRowBytes = kRows * (4 + 4);          // lse, delta
   // Tile metadata per stage: key masks [2 halves][kRows] uint64, dQ offsets [kRows] int64
   // (tiled: entry 0 = the tile's block, -1: none; atomics: per row, -1: padding row), flags
-  // (bit h: half h needs element masks).
+  // (bit h: half h needs element masks; bit 2: the tile has a valid row).
   static constexpr int kMetaMask = 0;
   static constexpr int kMetaDqo = 2 * kRows * 8;
   static constexpr int kMetaFlags = 3 * kRows * 8;
   static constexpr int kMetaBytes = kMetaFlags + 16;
   static constexpr int kOffMeta = kOffRows + kStages * kRowBytes;  // + stage * kMetaBytes
   // The CTA's key tiles and query range (CtaTiles), read from here by both roles so that
-  // neither keeps them in registers across its loop (setmaxnreg budgets: 56 / 224).
+  // neither keeps them in registers across its loop (setmaxnreg budgets: 40 / 232).
   static constexpr int kOffTiles = kOffMeta + kStages * kMetaBytes;
   static constexpr int kTilesBytes = 256;
   static constexpr int kOffBars = kOffTiles + kTilesBytes;  // kv, full[S], empty[S]
   static constexpr int kSmem = kOffBars + (1 + 2 * kStages) * 8 + 1024;
   // 1 CTA of 384 threads per SM: launched with 168 registers per thread (64512 in all);
   // setmaxnreg must keep 128 x producer + 256 x consumer within that (both multiples of 8).
-// 40 / 232: at 224 ptxas serialises the consumers' wgmmas (C7512: each one waited for before
-// the next issues); the producer spills ~170-250 B at 40 (nvcc 13), kept small by reading the
-// CTA's tiles from shared memory (CtaTiles): spilled values live in the L1 that the ~205 KB of
-// shared memory leave (~27 KB), and 450 B per thread did not fit (H200: 9.3 ms vs 8.4).
+  // 40 / 232: at 224 ptxas serialises the consumers' wgmmas (C7512: each one waited for before
+  // the next issues); the producer spills ~140-280 B at 40 (nvcc 13), kept small by reading the
+  // CTA's tiles from shared memory (CtaTiles): spilled values live in the L1 that the ~200 KB of
+  // shared memory leave (~27 KB), and 450 B per thread did not fit (H200: 9.3 ms vs 8.4).
 #ifdef EFFATTN_FUSED128_PREGS
   static constexpr int kProducerRegs = EFFATTN_FUSED128_PREGS;  // tuning: 24, 40 or 56
 #else
@@ -146,7 +146,7 @@ struct Bwd128TileLoad {
   uint32_t flags;        // bit h: half h needs masks; bit 2: the tile has a valid row
 };
 
-template <typename T, int D, class Policy, bool kDqTiled, bool kTma>
+template <int D, class Policy, bool kDqTiled, bool kTma>
 __device__ __forceinline__ Bwd128TileLoad sm90_bwd128_prepare_tile(const BwdFusedArgs& args, const Policy& policy,
                                                                    const CtaTiles<Policy>& tiles, int64_t b, int hq,
                                                                    int qi, int tid, int warp, int lane) {
@@ -185,8 +185,11 @@ __device__ __forceinline__ Bwd128TileLoad sm90_bwd128_prepare_tile(const BwdFuse
       if (sl >= 0 && sl < args.dqt_slots) tl.dqo = b * args.dqt_batch + hq * args.dqt_head + sl * dq_slot_floats(D);
     }
   }
-  // A tile without valid rows gets empty masks in both halves: P = 0 whatever its stale Q / dO
-  // hold.
+  // A tile without valid rows gets empty masks in both halves: P = 0. The cp.async producer
+  // zero-fills its Q / dO; the TMA producer loads nothing for it, which is safe only because
+  // NaPolicy (the one policy the launchers pair with TMA) never lists such a tile in a query
+  // range (every tile up to q_last >> q_log holds a valid row): stale non-finite Q / dO would
+  // reach dS = P (dP - delta) as NaN.
   const bool m0 = !any || policy.needs_mask(qt, tiles.kt[0]);
   const bool m1 = !any || policy.needs_mask(qt, tiles.kt[1]);
   tl.flags = (m0 ? 1u : 0u) | (m1 ? 2u : 0u) | (any ? 4u : 0u);
@@ -299,7 +302,7 @@ __global__ void __launch_bounds__(384, 1)
       const int st = it % S;
       const int hq = kvh * args.kv_group + member;
       const Bwd128TileLoad tl =
-          sm90_bwd128_prepare_tile<T, D, Policy, kDqTiled, kTma>(args, policy, tiles, b, hq, qi, tid, warp, lane);
+          sm90_bwd128_prepare_tile<D, Policy, kDqTiled, kTma>(args, policy, tiles, b, hq, qi, tid, warp, lane);
       if (it >= S) sm90::mbar_wait(bar_empty + 8 * st, ((it / S) + 1) & 1);
       sm90_bwd128_commit_tile<T, D, kDqTiled, kTma>(args, maps, tl, b, hq, base + Cfg::kOffQ + st * Cfg::kTile,
                                                    base + Cfg::kOffDO + st * Cfg::kTile, rows_of(st), meta_of(st),

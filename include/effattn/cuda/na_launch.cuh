@@ -339,7 +339,7 @@ cudaError_t launch_na_backward_sm90_fused(const NaParams& p, const float* delta,
     using Cfg128 = Sm90BwdFused128Config<D, true>;
     // TMA producer for Q and dO on 1D without dilation (query tiles are token runs), with the
     // tile-contiguous accumulator; the atomics A/B path keeps cp.async.
-    Sm90BwdTmaMaps maps;
+    Sm90BwdTmaMaps maps{};
     const bool tma = tiled && sm90_tma_enabled() && p.rank == 1 && p.axes[0].dilation == 1 &&
                      na_bwd_tma_maps<T>(p, maps);
     auto kernel = tma     ? attn_bwd_fused128_sm90_kernel<T, D, NaPolicy, true, true>
