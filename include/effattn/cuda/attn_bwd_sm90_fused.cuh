@@ -112,23 +112,6 @@ __device__ __forceinline__ void sm90_bwd_store_ds(const float (&ds)[32], uint32_
   sm90::fence_proxy_async_smem();
 }
 
-// This thread's part of a 64 x 64 dQ block (dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column
-// n * 8 + 2 qid + e) into the shared-memory image `stg` of its tile-contiguous accumulator block
-// (dq_tile_layout.cuh: pair index XOR 4 (row & 7), row & 7 = grp for both rows): 16 8-byte
-// stores, conflict-free per half-warp.
-// stg is 1024-aligned, so bits 5..7 of stg + 256 qr0 + 8 qid are 0 and fragment n's address is
-// the n = 0 one XOR 32 n: one base register instead of 8 loop-invariant addresses.
-__device__ __forceinline__ void sm90_bwd_stage_dq(const float (&dq)[32], uint32_t stg, int qr0, int grp, int qid) {
-  const uint32_t a0 = stg + dq_frag_byte_offset(qr0, grp, qid, 0);
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    const uint32_t a = a0 ^ static_cast<uint32_t>(n << 5);
-#pragma unroll
-    for (int rr = 0; rr < 2; ++rr)
-      sm90::st_shared_v2_f32(a + rr * 8 * 256, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
-  }
-}
-
 // A 64 x 64 dQ block (dq[4 n + 2 rr + e]: query row qr0 + 8 rr, column col0 + n * 8 + 2 qid
 // + e) added into the fp32 accumulator; o0 / o1: the rows' accumulator offsets (< 0: padding
 // row or head, nothing added).
@@ -141,29 +124,6 @@ __device__ __forceinline__ void sm90_bwd_red_dq(float* dq_acc, const float (&dq)
     float* row = dq_acc + o + col0 + qid * 2;
 #pragma unroll
     for (int n = 0; n < 8; ++n) sm90::red_add_v2_f32(row + n * 8, dq[4 * n + 2 * rr], dq[4 * n + 2 * rr + 1]);
-  }
-}
-
-// Same block with half as many atomics: lanes qid, qid ^ 1 swap halves so that the even
-// lane holds 4 consecutive columns of row qr0 and the odd lane those of row qr0 + 8.
-__device__ __forceinline__ void sm90_bwd_red_dq_v4(float* dq_acc, const float (&dq)[32], int64_t o0, int64_t o1,
-                                                   int col0, int qid) {
-  const bool odd = qid & 1;
-  const int64_t o = odd ? o1 : o0;
-  float* row = dq_acc + o + col0 + (qid & 2) * 2;
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    // Even lanes send their row-qr0+8 pair and keep row qr0; odd lanes the other way round.
-    const float s0 = odd ? dq[4 * n] : dq[4 * n + 2];
-    const float s1 = odd ? dq[4 * n + 1] : dq[4 * n + 3];
-    const float r0 = __shfl_xor_sync(0xffffffffu, s0, 1);
-    const float r1 = __shfl_xor_sync(0xffffffffu, s1, 1);
-    const float k0 = odd ? dq[4 * n + 2] : dq[4 * n];
-    const float k1 = odd ? dq[4 * n + 3] : dq[4 * n + 1];
-    if (o >= 0) {
-      if (odd) sm90::red_add_v4_f32(row + n * 8, r0, r1, k0, k1);
-      else sm90::red_add_v4_f32(row + n * 8, k0, k1, r0, r1);
-    }
   }
 }
 
